@@ -1,0 +1,32 @@
+"""A recipe: every section of an experiment's configuration in one YAML file (see configs/)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backbone import ModelConfig
+from .circuit import CircuitConfig
+from .config import load_config
+from .data.config import DataConfig
+from .eval_config import EvalConfig
+from .generate_config import GenerationConfig
+from .train.config import TrainConfig
+
+
+@dataclass
+class Recipe:
+    """model + circuit + data + train + generate + eval, and where the run writes."""
+
+    name: str = "negotiax"
+    output_dir: str = "runs/negotiax"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    circuit: CircuitConfig = field(default_factory=CircuitConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerationConfig = field(default_factory=GenerationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    return load_config(Recipe, path, overrides)
