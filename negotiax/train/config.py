@@ -1,9 +1,86 @@
-"""Training configuration (owned by the trainer)."""
+"""Training configuration (owned by the trainer): optimiser, schedule, loss weights, checkpoints, logging."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+SCHEDULES = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+DRIFT_TOKENS = ("response", "all")
+REPORTERS = ("tensorboard", "wandb")
 
 
 @dataclass
 class TrainConfig:
-    """Optimiser, schedule, loss weights, checkpoints."""
+    """Optimiser, schedule, loss weights, checkpoints.
+
+    `steps` counts optimiser steps; each one sees `grad_accum` micro-steps, and each micro-step one batch
+    per objective (batch size and mixture weights live in the data section).
+    """
+
+    steps: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 10
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    min_lr_ratio: float = 0.0  # the schedule's floor, as a fraction of lr
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0  # None: no clipping
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU that supports it, else no
+    # Loss weights (DESIGN.md section 3).
+    lambda_route: float = 0.01
+    lambda_ref: float = 1e-3
+    lambda_orth: float = 1e-3
+    drift_tokens: str = "response"  # which tokens the pathway-drift term averages over: response | all
+    # Backbone options.
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | None = None  # None: every attention and MLP linear ("all-linear")
+    gradient_checkpointing: bool = False
+    # Checkpoints, evaluation, logging.
+    save_every: int = 100  # 0: only at the end
+    keep_last: int = 2
+    eval_holdout: int = 0  # examples per objective held out of training; their response CE is logged before/after
+    log_every: int = 10
+    report_to: list[str] = field(default_factory=list)  # tensorboard, wandb (when installed)
+    progress: bool = True  # tqdm bar
+
+    def __post_init__(self) -> None:
+        _positive("steps", self.steps)
+        _positive("grad_accum", self.grad_accum)
+        _positive("keep_last", self.keep_last)
+        _positive("log_every", self.log_every)
+        _positive("lora_r", self.lora_r)
+        if self.lr <= 0:
+            raise ValueError(f"train.lr={self.lr}: must be positive")
+        for name in ("warmup_steps", "save_every", "eval_holdout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)}: must be 0 or more")
+        for name in ("lambda_route", "lambda_ref", "lambda_orth", "weight_decay", "lora_dropout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)}: must be 0 or more")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        _choice("drift_tokens", self.drift_tokens, DRIFT_TOKENS)
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio}: must be between 0 and 1")
+        if self.max_grad_norm is not None and self.max_grad_norm <= 0:
+            raise ValueError(f"train.max_grad_norm={self.max_grad_norm}: give a positive number or null")
+        if len(self.adam_betas) != 2:
+            raise ValueError(f"train.adam_betas={self.adam_betas}: give two numbers, e.g. [0.9, 0.999]")
+        if isinstance(self.report_to, str):
+            self.report_to = [self.report_to]
+        for name in self.report_to:
+            _choice("report_to", name, REPORTERS)
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"train.{name}={value!r}: must be a positive integer")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"train.{name}={value!r}: choose one of {', '.join(choices)}")

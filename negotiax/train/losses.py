@@ -1,0 +1,85 @@
+"""The training loss of DESIGN.md section 3, one plain function per term.
+
+For a batch of objective o:
+    L = CE(response tokens) + l_route * CE(alpha_bar, o) + l_ref * drift + l_orth * overlap
+Every function takes tensors and returns a scalar tensor; `loss_terms` assembles the named, weighted terms.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..circuit import Circuit, SiteOutput
+
+IGNORE = -100
+
+
+def response_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True where a token belongs to a response (the Collator sets prompt and padding labels to -100)."""
+    return labels != IGNORE
+
+
+def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy averaged over the batch's response tokens."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    if not (shift_labels != IGNORE).any():
+        raise ValueError("a batch has no response tokens: every label is -100 (prompts too long for max_length?)")
+    return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                           ignore_index=IGNORE)
+
+
+def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8) -> torch.Tensor:
+    """CE between the negotiation weights averaged over response tokens (alpha_bar) and the batch's objective.
+
+    alpha: (B, S, N) from Attachment.alpha(); mask: (B, S) response tokens. alpha_bar sums to one, so the
+    loss is -log alpha_bar[objective]: the circuit learns to give this batch's objective the most say.
+    """
+    weights = mask.to(alpha.dtype).unsqueeze(-1)
+    alpha_bar = (alpha * weights).sum((0, 1)) / weights.sum().clamp(min=1)
+    return -torch.log(alpha_bar[objective].clamp(min=eps))
+
+
+def pathway_drift(record: dict[int, SiteOutput], mask: torch.Tensor) -> torch.Tensor:
+    """mean_i ||z_i - h||^2 over the masked tokens, averaged over the circuit's sites (policy-reference)."""
+    weights = mask.float()
+    per_site = [(out.drift.float() * weights).sum() / weights.sum().clamp(min=1) for out in record.values()]
+    return torch.stack(per_site).mean()
+
+
+def subspace_overlap(directions: torch.Tensor) -> torch.Tensor:
+    """sum_{i<j} ||D^_i D^_j^T||_F^2 with D^ the row-normalised read-out directions (N, r, d)."""
+    unit = F.normalize(directions.float(), dim=-1)
+    n = unit.size(0)
+    total = unit.new_zeros(())
+    for i in range(n):
+        for j in range(i + 1, n):
+            total = total + (unit[i] @ unit[j].t()).pow(2).sum()
+    return total
+
+
+def circuit_overlap(circuit: Circuit) -> torch.Tensor:
+    """subspace_overlap averaged over the circuit's sites, so its scale does not grow with the layer count."""
+    return torch.stack([subspace_overlap(site.pathways.directions()) for site in circuit.sites.values()]).mean()
+
+
+def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, SiteOutput],
+               alpha: torch.Tensor | None, circuit: Circuit, objective: int, *, lambda_route: float,
+               lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
+               attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Every named term, already weighted, plus their sum under "loss".
+
+    `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
+    The drift averages over response tokens, or over every real (non-padding) token with drift_tokens="all".
+    """
+    mask = response_mask(labels)
+    terms = {"ce": response_ce(logits, labels)}
+    if alpha is not None and lambda_route > 0:
+        terms["route"] = lambda_route * routing_ce(alpha, mask, objective)
+    if lambda_ref > 0:
+        drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
+        terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)
+    if lambda_orth > 0:
+        terms["orth"] = lambda_orth * circuit_overlap(circuit)
+    terms["loss"] = torch.stack(list(terms.values())).sum()
+    return terms

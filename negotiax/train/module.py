@@ -1,0 +1,60 @@
+"""The backbone plus its attached circuit as one `nn.Module` whose forward returns the loss terms.
+
+Accelerate wraps this module (DDP, FSDP, DeepSpeed), so the losses are computed inside `forward`,
+where the circuit's hooks record alpha and the pathway drift.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..attach import Attachment
+from .config import TrainConfig
+from .losses import loss_terms
+
+
+def uses_routing_loss(attachment: Attachment) -> bool:
+    """Only the full method has objective-specific routing: not pathways/branched (no alpha),
+    not mac (Module II without supervision), not the generic ablation A1."""
+    cfg = attachment.circuit.cfg
+    return cfg.variant == "negotiax" and not cfg.generic
+
+
+class CircuitTrainModule(nn.Module):
+    """forward(input_ids, attention_mask, labels, objective) -> {ce, route, drift, orth, loss}."""
+
+    def __init__(self, backbone: nn.Module, attachment: Attachment, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.circuit = attachment.circuit
+        self.attachment = attachment
+        self.cfg = cfg
+        self.routing = uses_routing_loss(attachment)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                objective: int) -> dict[str, torch.Tensor]:
+        with self._only_pathway(objective):
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        record = dict(self.attachment.record)
+        alpha = self.attachment.alpha() if self.routing else None
+        return loss_terms(out.logits, labels, record, alpha, self.circuit, objective,
+                          lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
+                          lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
+                          attention_mask=attention_mask)
+
+    @contextmanager
+    def _only_pathway(self, objective: int):
+        """Branched variant: a batch of objective o trains pathway o alone (the others muted), which is
+        exactly the branch that pathway runs at decode time. Other variants run unchanged."""
+        if self.circuit.cfg.variant != "branched":
+            yield
+            return
+        saved = self.circuit.preference()
+        others = [name for j, name in enumerate(self.circuit.objectives) if j != objective]
+        self.circuit.mute(*others)
+        try:
+            yield
+        finally:
+            self.circuit.set_preference(saved)

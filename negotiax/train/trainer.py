@@ -1,0 +1,256 @@
+"""The training loop on Hugging Face Accelerate: one batch per objective per micro-step.
+
+`Trainer` knows nothing about files of data: it takes a step source, an iterator that yields
+{objective: {input_ids, attention_mask, labels}} per micro-step and has state_dict()/load_state_dict()
+so a resumed run continues with exactly the batches an uninterrupted one would have seen.
+The same code runs on one CPU and under `accelerate launch` (DDP, FSDP, DeepSpeed).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..attach import Attachment
+from ..saving import save_circuit
+from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import response_ce
+from .metrics import MetricsLogger
+from .module import CircuitTrainModule
+from .schedule import make_scheduler
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+SUMMARY = "train_summary.json"
+
+
+class StepSource(Protocol):
+    def __iter__(self) -> Iterator[dict[str, Batch]]: ...
+    def state_dict(self) -> Any: ...
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term or the gradient norm became NaN or infinite; the run stopped without saving."""
+
+
+def resolve_precision(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+class Trainer:
+    """Trains the circuit (and LoRA weights, if the backbone has trainable parameters)."""
+
+    def __init__(self, backbone: nn.Module, attachment: Attachment, cfg: TrainConfig, source: StepSource,
+                 run_dir: str | Path, *, seed: int = 0, eval_batches: dict[str, list[Batch]] | None = None,
+                 callbacks: list[Callable[["Trainer", int], None]] | None = None,
+                 accelerator: Accelerator | None = None, config_record: dict | None = None) -> None:
+        if attachment.circuit.cfg.variant == "base":
+            raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.source = source
+        self.eval_batches = eval_batches or {}
+        self.callbacks = list(callbacks or [])
+        self.config_record = config_record or {}
+        self.circuit = attachment.circuit
+        self.backbone = backbone
+        self.accelerator = accelerator or Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision))
+        self.module = CircuitTrainModule(backbone, attachment, cfg)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every circuit parameter is frozen and train.lora is off")
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+        self.module, self.optimizer = self.accelerator.prepare(self.module, optimizer)
+        # Stepped once per optimiser step ourselves: accelerate's scheduler wrapper rescales by process count.
+        self.scheduler = make_scheduler(optimizer, cfg)
+        self.params = params
+        self.step = 0
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def resume(self) -> int:
+        """Load the newest valid checkpoint of this run, if any; returns the step it resumes from."""
+        path = latest_checkpoint(self.checkpoint_dir)
+        if path is None:
+            return 0
+        meta = load_checkpoint(path, circuit=self.circuit, backbone=self.backbone,
+                               optimizer=self.optimizer, scheduler=self.scheduler)
+        self.source.load_state_dict(meta["sampler"])
+        self.step = int(meta["step"])
+        log.info("resumed from %s (step %d of %d)", path, self.step, self.cfg.steps)
+        return self.step
+
+    def train(self) -> dict:
+        """Run to `cfg.steps`, resuming from the last checkpoint; returns the summary written to the run dir."""
+        set_seed(self.seed)
+        self.resume()
+        metrics = MetricsLogger(self.run_dir, self.cfg.report_to if self.is_main else [], self.step,
+                                self.config_record)
+        before = self._evaluate() if self.step == 0 and self.eval_batches else None
+        if before is not None:
+            self._write_json("eval_before.json", before)
+            metrics.log({"step": 0, **{f"eval/{o}/ce": v for o, v in before.items()}})
+        try:
+            self._loop(metrics)
+            return self._finish(metrics)
+        finally:
+            metrics.close()
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def _loop(self, metrics: MetricsLogger) -> None:
+        batches = iter(self.source)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=not (self.cfg.progress and self.is_main))
+        started, tokens = time.perf_counter(), 0
+        while self.step < self.cfg.steps:
+            record, n_tokens = self._optimizer_step(batches)
+            self.step += 1
+            tokens += n_tokens
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                elapsed = time.perf_counter() - started
+                metrics.log({"step": self.step, "lr": self.scheduler.get_last_lr()[0], **record,
+                             "tokens_per_s": tokens / max(elapsed, 1e-9)})
+            if self.cfg.save_every and self.step % self.cfg.save_every == 0 and self.step < self.cfg.steps:
+                self._save_checkpoint()
+            for callback in self.callbacks:
+                callback(self, self.step)
+        bar.close()
+
+    def _optimizer_step(self, batches: Iterator[dict[str, Batch]]) -> tuple[dict[str, float], int]:
+        """grad_accum micro-steps of one batch per objective, then clip, step and schedule."""
+        sums: dict[str, float] = defaultdict(float)
+        n_tokens = 0
+        accum = self.cfg.grad_accum
+        for micro in range(accum):
+            by_objective = next(batches)
+            for j, (objective, batch) in enumerate(by_objective.items()):
+                last = micro == accum - 1 and j == len(by_objective) - 1
+                terms = self._backward(objective, batch, len(by_objective) * accum, sync=last)
+                for name, value in terms.items():
+                    sums[f"{objective}/{name}"] += value / accum
+                    sums[name] += value / (accum * len(by_objective))
+                n_tokens += int(batch["attention_mask"].sum())
+        if self.cfg.max_grad_norm is not None:
+            norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            if not torch.isfinite(torch.as_tensor(norm)):
+                raise NonFiniteLossError(f"gradient norm is {float(norm)} at step {self.step + 1}; {self._last_good()}")
+            sums["grad_norm"] = float(norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return dict(sums), n_tokens
+
+    def _backward(self, objective: str, batch: Batch, divisor: int, sync: bool) -> dict[str, float]:
+        index = self.circuit.index(objective)
+        batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        # Only the last backward of an optimiser step all-reduces gradients across processes.
+        with nullcontext() if sync else self.accelerator.no_sync(self.module):
+            terms = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"], index)
+            values = {name: float(t.detach()) for name, t in terms.items()}
+            bad = [name for name, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.step + 1}, objective {objective!r}, terms {bad} "
+                    f"({', '.join(f'{n}={values[n]}' for n in bad)}); {self._last_good()}")
+            self.accelerator.backward(terms["loss"] / divisor)
+        return values
+
+    def _last_good(self) -> str:
+        path = latest_checkpoint(self.checkpoint_dir)
+        return f"the last good checkpoint is {path}" if path else "no checkpoint was written yet"
+
+    def _save_checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            save_checkpoint(self.checkpoint_dir, self.step, circuit=self.circuit,
+                            backbone=self.accelerator.unwrap_model(self.module).backbone,
+                            optimizer=self.optimizer, scheduler=self.scheduler,
+                            sampler_state=self.source.state_dict(), keep_last=self.cfg.keep_last)
+        self.accelerator.wait_for_everyone()
+
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        """Token-weighted response cross-entropy per objective on the held-out batches."""
+        module = self.accelerator.unwrap_model(self.module)
+        out = {}
+        for objective, batches in self.eval_batches.items():
+            total, count = 0.0, 0
+            for batch in batches:
+                batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                with self.accelerator.autocast():
+                    logits = module.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                             use_cache=False).logits
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                total += float(response_ce(logits, batch["labels"])) * n
+                count += n
+            out[objective] = total / max(count, 1)
+        module.attachment.record.clear()
+        return out
+
+    def _finish(self, metrics: MetricsLogger) -> dict:
+        """Final checkpoint, the trained circuit in <run>/circuit, held-out CE after, and the summary."""
+        latest = latest_checkpoint(self.checkpoint_dir)
+        if latest is None or latest.name != checkpoint_name(self.step):
+            self._save_checkpoint()
+        summary = {"steps": self.step, "finished": True, "variant": self.circuit.cfg.variant,
+                   "trainable_parameters": sum(p.numel() for p in self.params)}
+        if self.eval_batches:
+            before_path = self.run_dir / "eval_before.json"
+            summary["eval_ce_before"] = json.loads(before_path.read_text()) if before_path.is_file() else None
+            summary["eval_ce_after"] = self._evaluate()
+            metrics.log({"step": self.step, **{f"eval/{o}/ce": v for o, v in summary["eval_ce_after"].items()}})
+        if self.is_main:
+            self._write_final_weights()
+            self._write_json(SUMMARY, summary)
+        self.accelerator.wait_for_everyone()
+        return summary
+
+    def _write_final_weights(self) -> None:
+        backbone = self.accelerator.unwrap_model(self.module).backbone
+        _replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
+        if hasattr(backbone, "peft_config"):  # LoRA: the adapter alone, in peft's own format
+            _replace_dir(self.run_dir / "lora", lambda tmp: backbone.save_pretrained(str(tmp)))
+
+    def _write_json(self, name: str, data: dict) -> None:
+        path = self.run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+
+
+def _replace_dir(target: Path, write: Callable[[Path], Any]) -> None:
+    """Write a folder next to `target`, then swap it in, so a reader never sees a half-written one."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
