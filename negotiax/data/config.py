@@ -1,9 +1,200 @@
-"""Data configuration (owned by the data layer)."""
+"""Data configuration (owned by the data layer): where each objective's data comes from, and formatting."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+FORMATS = ["auto", "alpaca", "alpaca_eval", "beavertails", "beavertails_eval", "pku_raw", "pku_pairs",
+           "pku_dpo", "truthfulqa", "truthfulqa_mc"]
+TEMPLATES = ["auto", "chat", "alpaca"]
+HARMLESS_TESTS = ["beavertails_30k", "beavertails_eval"]
+
+
+@dataclass
+class Source:
+    """One dataset: a file (absolute, or relative to cwd or the data directory) or a hub id, and its format.
+
+    `hub` is the Hugging Face dataset id tried when the file is not found (`hub_format` if its layout
+    differs from the file's). `part` picks the H3Fusion half of TruthfulQA ("train" / "test" / "all").
+    An `optional` source that cannot be found is skipped with a warning instead of failing the run.
+    """
+
+    path: str | None = None
+    format: str = "auto"
+    hub: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "train"
+    hub_format: str | None = None
+    part: str | None = None
+    optional: bool = False
+
+    def __post_init__(self):
+        if not self.path and not self.hub:
+            raise ValueError("data source: give a path (file or hub id) or a hub id")
+        for name in ("format", "hub_format"):
+            value = getattr(self, name)
+            if value is not None and value not in FORMATS:
+                raise ValueError(f"data source {self.path or self.hub}: {name}={value!r} is not a known "
+                                 f"format; choose one of {', '.join(FORMATS)}")
+        if self.part not in (None, "train", "test", "all"):
+            raise ValueError(f"data source {self.path or self.hub}: part={self.part!r}; "
+                             f"choose train, test or all")
+
+    @property
+    def name(self) -> str:
+        return self.path or self.hub or "?"
+
+
+def _src(**kw) -> dict:
+    return kw
+
+
+DEFAULT_TRAIN = {
+    "helpful": [_src(path="alpaca/alpaca_small_2000.json", format="alpaca", hub="tatsu-lab/alpaca")],
+    "harmless": [
+        _src(path="safety_tuned_llamas/safety_only_data_Instructions.json", format="alpaca",
+             hub="PKU-Alignment/BeaverTails", hub_split="30k_train", hub_format="beavertails"),
+        _src(path="beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl", format="pku_raw",
+             optional=True),
+        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
+             format="pku_pairs", optional=True),
+        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo",
+             optional=True),
+    ],
+    "honest": [_src(path="truthfulqa/TruthfulQA.csv", format="truthfulqa", part="train",
+                    hub="truthfulqa/truthful_qa", hub_config="generation", hub_split="validation")],
+}
+DEFAULT_TEST = {
+    "helpful": _src(path="alpaca_eval/text_davinci_003_model_outputs.json", format="alpaca_eval",
+                    hub="tatsu-lab/alpaca_eval", hub_config="alpaca_eval", hub_split="eval"),
+    "honest": _src(path="truthfulqa/TruthfulQA.csv", format="truthfulqa", part="test",
+                   hub="truthfulqa/truthful_qa", hub_config="generation", hub_split="validation"),
+}
+HARMLESS_TEST_SOURCES = {
+    "beavertails_30k": _src(path="beavertails/beavertails_30k_test.jsonl", format="beavertails",
+                            hub="PKU-Alignment/BeaverTails", hub_split="30k_test"),
+    "beavertails_eval": _src(path="beavertails/BeaverTails-Evaluation.csv", format="beavertails_eval",
+                             hub="PKU-Alignment/BeaverTails-Evaluation", hub_split="test"),
+}
+DEFAULT_BENIGN = _src(path="alpaca_eval/text_davinci_003_model_outputs.json", format="alpaca_eval",
+                      hub="tatsu-lab/alpaca_eval", hub_config="alpaca_eval", hub_split="eval")
+
+
+def to_source(value: Any, where: str) -> Source:
+    """A string (path or hub id), a mapping of Source fields, or a Source."""
+    if isinstance(value, Source):
+        return value
+    if isinstance(value, str):
+        return Source(path=value)
+    if isinstance(value, dict):
+        known = {f.name for f in fields(Source)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; valid: {sorted(known)}")
+        return Source(**value)
+    raise ValueError(f"{where}: expected a path, a hub id or a mapping of {{path, format, ...}}, "
+                     f"got {type(value).__name__}")
+
+
+def to_sources(value: Any, where: str) -> list[Source]:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ValueError(f"{where}: empty list of sources")
+    return [to_source(v, f"{where}[{i}]") for i, v in enumerate(items)]
 
 
 @dataclass
 class DataConfig:
-    """Where each objective's training and test data come from, and how examples are formatted."""
+    """Where each objective's training and test data come from, and how examples are formatted.
+
+    `train` / `test` map an objective to a source (or a list of sources); entries given here replace the
+    defaults of that objective only. `objectives` (default: every objective with training data) selects
+    which objectives a run uses.
+    """
+
+    data_dir: str | None = None  # else $NEGOTIAX_DATA_DIR, else ../shared/data, else the hub
+    objectives: list[str] | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] = field(default_factory=dict)
+    benign: Any = None  # benign prompts for over-refusal (default: AlpacaEval instructions)
+    template: str = "auto"  # auto: the tokenizer's chat template if it has one, else alpaca
+    max_length: int = 512
+    skip_bad_rows: bool = False
+    train_limit: int | None = None  # first N training examples per objective
+    test_limit: dict | int | None = None  # first N test prompts (per objective with a dict)
+    harmless_test: str = "beavertails_30k"
+    mixture_weights: dict | None = None
+    batch_size: int = 8
+    drop_test_overlap: bool = True  # drop training prompts that occur in a test set
+
+    def __post_init__(self):
+        if self.template not in TEMPLATES:
+            raise ValueError(f"data.template={self.template!r}; choose one of {', '.join(TEMPLATES)}")
+        if self.harmless_test not in HARMLESS_TESTS:
+            raise ValueError(f"data.harmless_test={self.harmless_test!r}; choose one of "
+                             f"{', '.join(HARMLESS_TESTS)}")
+        for name in ("max_length", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"data.{name}={getattr(self, name)!r}: must be a positive integer")
+        if self.max_length < 8:
+            raise ValueError(f"data.max_length={self.max_length}: too short for a prompt and a response")
+        if self.train_limit is not None and (not isinstance(self.train_limit, int) or self.train_limit < 1):
+            raise ValueError(f"data.train_limit={self.train_limit!r}: a positive integer or null")
+        self._build_sources()
+        self._check_objectives()
+        self._check_limits()
+        self._check_weights()
+
+    def _build_sources(self) -> None:
+        for name in ("train", "test"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"data.{name}: expected a mapping objective -> source(s)")
+        train = copy.deepcopy(DEFAULT_TRAIN)
+        train.update(self.train)
+        test = copy.deepcopy(DEFAULT_TEST)
+        test["harmless"] = copy.deepcopy(HARMLESS_TEST_SOURCES[self.harmless_test])
+        test.update(self.test)
+        self.train = {o: to_sources(v, f"data.train.{o}") for o, v in train.items() if v is not None}
+        self.test = {o: to_sources(v, f"data.test.{o}") for o, v in test.items() if v is not None}
+        self.benign = to_source(copy.deepcopy(DEFAULT_BENIGN) if self.benign is None else self.benign,
+                                "data.benign")
+
+    def _check_objectives(self) -> None:
+        if self.objectives is None:
+            self.objectives = list(self.train)
+        if not self.objectives or len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"data.objectives={self.objectives!r}: give one or more distinct names")
+        missing = [o for o in self.objectives if o not in self.train]
+        if missing:
+            raise ValueError(f"data.objectives: no training source for {missing}; add data.train.<name>")
+
+    def _check_limits(self) -> None:
+        limits = self.test_limit if isinstance(self.test_limit, dict) else {}
+        if self.test_limit is not None and not isinstance(self.test_limit, (dict, int)):
+            raise ValueError(f"data.test_limit={self.test_limit!r}: an integer, a mapping or null")
+        for key, value in limits.items():
+            if key not in self.test:
+                raise ValueError(f"data.test_limit: unknown objective {key!r}; valid: {sorted(self.test)}")
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"data.test_limit.{key}={value!r}: a positive integer or null")
+        if isinstance(self.test_limit, int) and self.test_limit < 1:
+            raise ValueError(f"data.test_limit={self.test_limit}: a positive integer or null")
+
+    def _check_weights(self) -> None:
+        if self.mixture_weights is None:
+            return
+        if not isinstance(self.mixture_weights, dict):
+            raise ValueError("data.mixture_weights: a mapping objective -> weight, or null")
+        unknown = set(self.mixture_weights) - set(self.objectives)
+        if unknown:
+            raise ValueError(f"data.mixture_weights: unknown objective(s) {sorted(unknown)}; "
+                             f"valid: {self.objectives}")
+        values = list(self.mixture_weights.values())
+        if any(not isinstance(v, (int, float)) or v < 0 for v in values) or not any(v > 0 for v in values):
+            raise ValueError(f"data.mixture_weights={self.mixture_weights}: non-negative numbers, one > 0")
+
+    def test_limit_for(self, objective: str) -> int | None:
+        if isinstance(self.test_limit, dict):
+            return self.test_limit.get(objective)
+        return self.test_limit

@@ -1,0 +1,82 @@
+"""Tokenise once per run (TokenizedDataset) and pad per batch (Collator)."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .formatting import IGNORE, encode_example, resolve_template
+from .schema import Example
+
+log = logging.getLogger(__name__)
+
+
+class TokenizedDataset(Sequence):
+    """Examples tokenised up front; items are {"input_ids", "labels"}; `stats` counts cut examples."""
+
+    def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, template: str = "auto",
+                 name: str = "", progress: bool = True):
+        if not examples:
+            raise ValueError(f"TokenizedDataset {name}: no examples to tokenise")
+        template = resolve_template(tokenizer, template)
+        self.examples = list(examples)
+        self.features: list[dict] = []
+        cuts = {"prompt": 0, "response": 0}
+        for ex in tqdm(self.examples, desc=f"tokenising {name}".strip(), disable=not progress, leave=False):
+            enc = encode_example(tokenizer, ex, max_length, template)
+            if enc.cut:
+                cuts[enc.cut] += 1
+            self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
+        n_tokens = sum(len(f["input_ids"]) for f in self.features)
+        self.stats = {"examples": len(self.features), "tokens": n_tokens, "max_length": max_length,
+                      "template": template, "cut_prompt_start": cuts["prompt"] + cuts["response"],
+                      "cut_response_end": cuts["response"]}
+        if cuts["prompt"] or cuts["response"]:
+            log.warning("%s: %d of %d examples longer than max_length=%d were cut (prompt start; %d also "
+                        "lost the response's end)", name or "dataset", cuts["prompt"] + cuts["response"],
+                        len(self.features), max_length, cuts["response"])
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.features[index]
+        return self.features[index]
+
+
+def tokenize_sets(sets: dict[str, Sequence[Example]], tokenizer, max_length: int = 512,
+                  template: str = "auto") -> dict[str, TokenizedDataset]:
+    """One TokenizedDataset per objective (do this once per run, then sample from it)."""
+    return {name: TokenizedDataset(exs, tokenizer, max_length, template, name) for name, exs in sets.items()}
+
+
+class Collator:
+    """Pads a list of {"input_ids", "labels"} to the batch's longest; labels are -100 on padding."""
+
+    def __init__(self, tokenizer, padding_side: str = "right", pad_to_multiple_of: int | None = None):
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r}; choose left or right")
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = 0 if pad is None else pad
+        self.padding_side = padding_side
+        self.multiple = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if not features:
+            raise ValueError("Collator: empty batch")
+        width = max(len(f["input_ids"]) for f in features)
+        if self.multiple:
+            width = -(-width // self.multiple) * self.multiple
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            span = slice(0, n) if self.padding_side == "right" else slice(width - n, width)
+            ids[row, span] = torch.tensor(f["input_ids"], dtype=torch.long)
+            labels[row, span] = torch.tensor(f["labels"], dtype=torch.long)
+            mask[row, span] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -1,0 +1,148 @@
+"""The run's training and test sets per objective, with train/test prompt overlap removed and counted."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import OrderedDict
+
+from .config import DataConfig, Source
+from .records import normalize_prompt
+from .schema import Example
+from .sources import default_data_dir, load_source
+from .truthfulqa import answer_examples, split_questions
+
+log = logging.getLogger(__name__)
+
+
+class DataSets(dict):
+    """objective -> examples, plus `.stats`: per objective, per file counts (rows, skipped, dropped...)."""
+
+    def __init__(self, sets: dict[str, list[Example]], stats: dict):
+        super().__init__(sets)
+        self.stats = stats
+
+
+def _read(source: Source, objective: str, cfg: DataConfig, file_stats: dict) -> list[Example] | None:
+    counts: dict = {}
+    examples = load_source(source, objective, default_data_dir(cfg.data_dir), cfg.skip_bad_rows, counts)
+    if examples is None:
+        file_stats[source.name] = {"missing": True}
+        return None
+    if source.part:
+        examples = split_questions(examples, source.part)
+    file_stats[source.name] = counts
+    return examples
+
+
+def _dedupe_prompts(examples: list[Example]) -> tuple[list[Example], int]:
+    """One test example per prompt (first occurrence); merged rows keep their labels and categories."""
+    groups: OrderedDict[str, list[Example]] = OrderedDict()
+    for ex in examples:
+        groups.setdefault(normalize_prompt(ex.prompt), []).append(ex)
+    out = []
+    for rows in groups.values():
+        head = rows[0]
+        if len(rows) > 1 or "is_safe" in head.meta:
+            cats = sorted({c for r in rows for c in r.meta.get("categories", [])})
+            meta = dict(head.meta, n_rows=len(rows), is_safe=[r.label for r in rows],
+                        responses=[r.response for r in rows], categories=cats)
+            head = dataclasses.replace(head, response=None, label=None, meta=meta,
+                                       category="; ".join(cats) or head.category)
+        out.append(head)
+    return out, len(examples) - len(out)
+
+
+def load_test_sets(cfg: DataConfig, limit: bool = True) -> DataSets:
+    """objective -> test prompts (deduplicated, first `test_limit` when `limit`), in file order."""
+    sets, stats = {}, {}
+    for objective, sources in cfg.test.items():
+        files: dict = {}
+        examples = [ex for s in sources for ex in (_read(s, objective, cfg, files) or [])]
+        examples, merged = _dedupe_prompts(examples)
+        n_all = len(examples)
+        cap = cfg.test_limit_for(objective) if limit else None
+        if cap is not None:
+            examples = examples[:cap]
+        if not examples:
+            raise ValueError(f"data.test.{objective}: no test examples in {list(files)}")
+        sets[objective] = examples
+        stats[objective] = {"files": files, "duplicate_prompts_merged": merged, "unique_prompts": n_all,
+                            "examples": len(examples)}
+        log.info("%s test: %d prompts (%d unique, %d duplicate rows merged)", objective, len(examples),
+                 n_all, merged)
+    return DataSets(sets, stats)
+
+
+def _training_examples(examples: list[Example], where: str, counts: dict) -> list[Example]:
+    """Questions become one example per correct answer; unsafe responses are dropped and counted."""
+    if examples and all(ex.response is None and ex.correct_answers for ex in examples):
+        examples = answer_examples(examples)
+    out = []
+    for ex in examples:
+        if ex.response is None:
+            raise ValueError(f"{where}: example {ex.id} has no response to train on; this file holds "
+                             f"prompts only (a test set?) - use it under data.test instead")
+        if ex.label is None and "is_safe" in ex.meta:
+            raise ValueError(f"{where}: example {ex.id} has no is_safe label; harmless training keeps only "
+                             f"is_safe=true responses, so every BeaverTails row needs the label")
+        if ex.label is False:
+            counts["unsafe_dropped"] = counts.get("unsafe_dropped", 0) + 1
+            continue
+        out.append(ex)
+    return out
+
+
+def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataSets:
+    """objective -> training examples; prompts that occur in any test set are dropped and counted."""
+    blocked: set[str] = set()
+    if cfg.drop_test_overlap:
+        tests = test_sets if test_sets is not None else load_test_sets(cfg, limit=False)
+        blocked = {normalize_prompt(ex.prompt) for exs in tests.values() for ex in exs}
+    sets, stats = {}, {}
+    for objective in cfg.objectives:
+        files: dict = {}
+        kept: list[Example] = []
+        seen: set[tuple[str, str]] = set()
+        for source in cfg.train[objective]:
+            examples = _read(source, objective, cfg, files)
+            if examples is None:
+                continue
+            counts = files[source.name]
+            examples = _training_examples(examples, source.name, counts)
+            counts["test_overlap_dropped"] = counts["duplicates_dropped"] = 0
+            for ex in examples:
+                key = normalize_prompt(ex.prompt)
+                if key in blocked:
+                    counts["test_overlap_dropped"] += 1
+                elif (key, ex.response) in seen:
+                    counts["duplicates_dropped"] += 1
+                else:
+                    seen.add((key, ex.response))
+                    kept.append(ex)
+            counts["examples"] = len(examples) - counts["test_overlap_dropped"] - counts["duplicates_dropped"]
+            log.info("%s train %s: %d examples; dropped %d test-overlap prompts, %d duplicates, %d unsafe",
+                     objective, source.name, counts["examples"], counts["test_overlap_dropped"],
+                     counts["duplicates_dropped"], counts.get("unsafe_dropped", 0))
+        if not kept:
+            raise ValueError(f"data.train.{objective}: no training examples left from {list(files)}")
+        if cfg.train_limit is not None:
+            kept = kept[:cfg.train_limit]
+        sets[objective] = kept
+        stats[objective] = {"files": files, "examples": len(kept)}
+    return DataSets(sets, stats)
+
+
+def benign_prompts(cfg: DataConfig, n: int, train_sets: DataSets | None = None) -> list[Example]:
+    """The first n benign prompts (default: AlpacaEval instructions) that the run does not train on."""
+    if n < 1:
+        raise ValueError(f"benign_prompts: n={n}; ask for at least one prompt")
+    train = train_sets if train_sets is not None else load_train_sets(cfg)
+    trained = {normalize_prompt(ex.prompt) for exs in train.values() for ex in exs}
+    files: dict = {}
+    examples, _ = _dedupe_prompts(_read(cfg.benign, "benign", cfg, files) or [])
+    out = [dataclasses.replace(ex, objective="benign", reference=ex.reference)
+           for ex in examples if normalize_prompt(ex.prompt) not in trained]
+    if len(out) < n:
+        raise ValueError(f"data.benign {cfg.benign.name}: only {len(out)} prompts not used for training, "
+                         f"asked for {n}")
+    return out[:n]
