@@ -1,0 +1,102 @@
+"""Helpers shared by the experiments: loading a backbone (weights or config only), writing artefacts."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbone import ModelConfig, load_backbone, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+def model_from_config(path: str | Path, device: str = "auto", dtype: str = "auto", seed: int = 0) -> nn.Module:
+    """A randomly initialised model from a hub `config.json` (file or folder): shapes without weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--model-config {path}: no such config.json file or folder")
+    config = AutoConfig.from_pretrained(str(path))  # a folder or the config.json file itself
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    with dev:  # initialise directly on the device: a 7B model never sits in host memory
+        model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype, dev))
+    return model.eval().requires_grad_(False)
+
+
+def load_model(name_or_path: str = "smollm2", device: str = "auto", dtype: str = "auto"):
+    """(model, tokenizer) with real weights through the project's loader."""
+    return load_backbone(ModelConfig(name_or_path=name_or_path, device=device, dtype=dtype))
+
+
+def write_json(data: Any, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=False) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def clean(value: Any) -> Any:
+    """NaN / inf -> None so JSON stays valid and a missing number is never shown as a value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    return value
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
+    headers = headers or columns
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
+    path = Path(path)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML file of this experiment's settings (see configs/experiments/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override settings, e.g. repeats=5")
+
+
+def pyplot():
+    """matplotlib with the headless Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

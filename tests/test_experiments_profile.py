@@ -1,0 +1,78 @@
+"""`negotiax profile` on tiny models: token counts, parameters, memory method, artefacts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_config, tiny_model
+from negotiax.branched import decode
+from negotiax.cli import main as cli_main
+from negotiax.experiments.profile import (ProfileConfig, VariantSetup, profile, profile_inference, render,
+                                          synthetic_batch)
+
+SMALL = dict(circuit={"rank": 4, "head_dim": 8}, batch_sizes=[1, 3], prompt_lengths=[8], new_tokens=5,
+             repeats=2, warmup=0, train_steps=1, train_batch=2, train_length=12)
+
+
+def test_generated_token_count_equals_tokens_decoded():
+    """Make one token the EOS: rows stop there, and the profiler counts exactly what decode produced."""
+    model = tiny_model("llama")
+    cfg = ProfileConfig(**{**SMALL, "new_tokens": 8, "repeats": 2})
+    pad = 0
+    ids, mask = synthetic_batch(128, 3, 8, {pad}, seed=11)
+    free = decode(model, ids, mask, 8, eos=[], pad_id=pad).tokens
+    stop = free[0][2]
+    ids, mask = synthetic_batch(128, 3, 8, {pad, stop}, seed=11)
+    expected = decode(model, ids, mask, 8, eos=[stop], pad_id=pad).token_counts
+    setup = VariantSetup(model, "base", cfg)
+    cfg.seed = 11 - 3 * 7919 - 8  # profile_inference seeds its batch with seed + batch*7919 + length
+    row = profile_inference(model, setup, 3, 8, cfg, [stop], pad)
+    assert row["generated_per_row"] == expected
+    assert row["generated_tokens"] == 2 * sum(expected)
+    assert sum(expected) < 3 * 8, "the forced EOS should end at least one row early"
+    assert row["prompt_tokens"] == 2 * int(mask.sum()) < 2 * mask.numel()  # padding never counted
+
+
+def test_profile_all_variants_numbers_and_markdown():
+    model = tiny_model("qwen2")
+    cfg = ProfileConfig(**SMALL, variants=["base", "pathways", "branched", "negotiax"])
+    result = profile(cfg, model=model)
+    params = result["variants"]
+    assert params["base"]["delta_params"] == 0 and "train_tokens_per_s" not in params["base"]
+    assert params["pathways"]["delta_params"] == params["branched"]["delta_params"] > 0
+    assert params["negotiax"]["delta_params"] > params["pathways"]["delta_params"]
+    assert params["negotiax"]["train_tokens_per_s"] > 0
+    rows = result["inference"]
+    assert len(rows) == 4 * 2
+    for r in rows:
+        assert r["generated_tokens"] == r["requests"] * sum(r["generated_per_row"])
+        assert r["prefill_tokens_per_s"] > 0 and r["latency_p95_s"] >= r["latency_p50_s"] > 0
+        assert r["peak_memory_mb"] > 0 and r["memory_method"].startswith("rss")
+    assert {r["branches"] for r in rows if r["variant"] == "branched"} == {3}
+    text = render(result)
+    assert "| branched | 3 | 8 |" in text and "Base parameters: " in text
+
+
+def test_cli_profiles_a_config_without_weights(tmp_path):
+    config = tiny_config("llama")
+    config.save_pretrained(tmp_path / "shape")
+    out = tmp_path / "out"
+    rc = cli_main(["profile", "--model-config", str(tmp_path / "shape" / "config.json"), "--output-dir", str(out),
+                   "variants=[base,negotiax]", "batch_sizes=[2]", "prompt_lengths=[6]", "new_tokens=3",
+                   "repeats=2", "warmup=0", "train_steps=1", "train_length=8", "circuit.rank=4", "circuit.head_dim=8"])
+    assert rc == 0
+    data = json.loads((out / "profile.json").read_text())
+    assert data["model"].startswith("config:") and data["base_params"] == sum(
+        p.numel() for p in tiny_model("llama").parameters())
+    assert [r["variant"] for r in data["inference"]] == ["base", "negotiax"]
+    assert (out / "profile.md").read_text().count("| negotiax |") == 2
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="variants"):
+        ProfileConfig(variants=["lora"])
+    with pytest.raises(ValueError, match="batch_sizes"):
+        ProfileConfig(batch_sizes=[0])
+    assert cli_main(["profile", "--model-config", "/nonexistent/config.json"]) == 2
