@@ -1,0 +1,199 @@
+"""Batched, resumable generation: one JSONL row per example, written as each batch finishes.
+
+Rows are {id, objective, prompt, output, n_new_tokens, n_prompt_tokens, finish_reason, category}.
+`n_new_tokens` counts the tokens the model actually generated for that row, up to and including its
+EOS or the token that completed a stop string, never padding. A re-run with the same output path skips
+the ids already written; batches are formed the same way every time (and sampling is seeded per batch),
+so a resumed run writes the same file as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.schema import Example
+from .generate_config import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+def format_prompt(tokenizer, prompt: str, template: str = "auto") -> str:
+    """The data layer's prompt text: chat template or Alpaca, ending where the answer begins."""
+    from .data import format_prompt as data_format_prompt
+
+    return data_format_prompt(tokenizer, prompt, template=template)
+
+
+def encode_prompts(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Left-padded batch of formatted prompts (the template already holds any special tokens)."""
+    tokenizer.padding_side = "left"  # generation appends on the right: prompts must end flush
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s in text]
+    return min(hits) if hits else None
+
+
+def _tokens_until_stop(tokenizer, ids: list[int], stops: list[str]) -> int:
+    """The smallest k such that ids[:k] decodes to text containing a stop string (binary search)."""
+    lo, hi = 1, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _first_stop(tokenizer.decode(ids[:mid], skip_special_tokens=True), stops) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def finish_row(tokenizer, new_ids: list[int], eos: set[int], stops: list[str]) -> tuple[str, int, str]:
+    """(output text, tokens actually generated, finish reason) for one row of generated ids."""
+    end = next((i for i, t in enumerate(new_ids) if t in eos), None)
+    body = new_ids if end is None else new_ids[:end]
+    text = tokenizer.decode(body, skip_special_tokens=True)
+    cut = _first_stop(text, stops)
+    if cut is not None:  # checked first: after a stop, padding may equal EOS
+        return text[:cut], _tokens_until_stop(tokenizer, body, stops), "stop"
+    if end is not None:
+        return text, end + 1, "eos"
+    return text, len(new_ids), "length"
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows already written; a line cut off by an interruption is dropped (and the file repaired)."""
+    if not path.is_file():
+        return []
+    rows, good, lines = [], [], path.read_text().splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines):  # an interrupted write: the last line is partial
+                log.warning("%s: dropping a partial last line left by an interrupted run", path)
+                break
+            raise ValueError(f"{path} line {number} is not valid JSON; delete the file or choose another --out") from None
+        rows.append(row)
+        good.append(line if line.endswith("\n") else line + "\n")
+    if len(good) != len(lines) or (lines and not lines[-1].endswith("\n")):
+        path.write_text("".join(good))
+    return rows
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Refuse to resume a file that was written with other decoding settings."""
+    meta_path = path.with_name(path.name + ".meta.json")
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text())
+        if old.get("decoding") != meta["decoding"] and path.is_file() and path.stat().st_size:
+            raise ValueError(f"{path} was generated with decoding {old.get('decoding')}, now {meta['decoding']}; "
+                             "use another output path or delete the file to start over")
+    meta_path.write_text(json.dumps(meta, indent=2))
+
+
+def plan_batches(tokenizer, examples: list[Example], texts: list[str], cfg: GenerationConfig) -> list[list[int]]:
+    """Example indices per batch; the same every run, so resumed batches match uninterrupted ones."""
+    order = list(range(len(examples)))
+    if cfg.sort_by_length:
+        lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+        order.sort(key=lambda i: -lengths[i])
+    return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+
+
+@contextlib.contextmanager
+def preference(attachment, beta: dict[str, float]):
+    """Set the circuit's preference for the duration of generation, then restore it."""
+    if attachment is None or not beta:
+        yield
+        return
+    old = attachment.circuit.preference()
+    attachment.circuit.set_preference(beta)
+    try:
+        yield
+    finally:
+        attachment.circuit.set_preference(old)
+
+
+def _hf_generation_config(model, tokenizer, cfg: GenerationConfig):
+    gen = model.generation_config.__class__(**model.generation_config.to_dict())
+    gen.max_new_tokens = cfg.max_new_tokens
+    gen.max_length = None
+    gen.do_sample = cfg.do_sample
+    gen.temperature = cfg.temperature if cfg.do_sample else None
+    gen.top_p = cfg.top_p if cfg.do_sample else None
+    gen.top_k = None
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.stop_strings = list(cfg.stop) or None
+    return gen
+
+
+@torch.inference_mode()
+def generate_batch(model, tokenizer, texts: list[str], cfg: GenerationConfig, seed: int) -> list[tuple[str, int, str, int]]:
+    """(output, n_new_tokens, finish_reason, n_prompt_tokens) for each prompt text."""
+    device = next(model.parameters()).device
+    enc = encode_prompts(tokenizer, texts).to(device)
+    if cfg.do_sample:
+        torch.manual_seed(seed)
+    gen = _hf_generation_config(model, tokenizer, cfg)
+    kwargs = {"tokenizer": tokenizer} if cfg.stop else {}
+    out = model.generate(**enc, generation_config=gen, **kwargs)
+    new = out[:, enc["input_ids"].shape[1]:].tolist()
+    eos = eos_ids(model, tokenizer)
+    prompt_lens = enc["attention_mask"].sum(1).tolist()
+    return [(*finish_row(tokenizer, ids, eos, cfg.stop), int(n)) for ids, n in zip(new, prompt_lens)]
+
+
+def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | None = None,
+             out_path: str | Path | None = None, attachment=None) -> list[dict[str, Any]]:
+    """Generate an answer for every example; rows in example order. Resumes from `out_path` if it exists."""
+    cfg = cfg or GenerationConfig()
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"example id {dup!r} occurs more than once; ids must be unique to resume by id")
+    path = Path(out_path) if out_path is not None else None
+    done: dict[str, dict] = {}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_meta(path, {"decoding": cfg.decoding(), "model": getattr(model.config, "_name_or_path", ""),
+                           "circuit": attachment is not None})
+        done = {row["id"]: row for row in read_rows(path)}
+    texts = [format_prompt(tokenizer, ex.prompt, cfg.template) for ex in examples]
+    batches = plan_batches(tokenizer, examples, texts, cfg)
+    pending = sum(ex.id not in done for ex in examples)
+    if done:
+        log.info("resuming %s: %d rows done, %d to generate", path, len(examples) - pending, pending)
+    with preference(attachment, cfg.preference), \
+            (path.open("a") if path is not None else contextlib.nullcontext()) as sink, \
+            tqdm(total=pending, desc="generate", unit="ex") as bar:
+        for b, batch in enumerate(batches):
+            todo = [i for i in batch if examples[i].id not in done]
+            if not todo:
+                continue
+            results = generate_batch(model, tokenizer, [texts[i] for i in todo], cfg, cfg.seed + b)
+            for i, (output, n_new, reason, n_prompt) in zip(todo, results):
+                ex = examples[i]
+                done[ex.id] = {"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": output,
+                               "n_new_tokens": n_new, "n_prompt_tokens": n_prompt, "finish_reason": reason,
+                               "category": ex.category}
+                if sink is not None:
+                    sink.write(json.dumps(done[ex.id], ensure_ascii=False) + "\n")
+            if sink is not None:
+                sink.flush()
+            bar.update(len(todo))
+    return [done[i] for i in ids]

@@ -1,0 +1,60 @@
+"""`negotiax generate`: answers for the recipe's test prompts, as resumable JSONL."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .cli import add_recipe_arguments
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+    parser.add_argument("--circuit", metavar="DIR", help="a saved circuit to attach (default: the base model)")
+    parser.add_argument("--out", metavar="JSONL", help="output file (default: <output_dir>/generations.jsonl); "
+                        "an existing file is resumed")
+    parser.add_argument("--objectives", metavar="LIST", help="comma-separated test sets (default: all)")
+    parser.add_argument("--limit", type=int, metavar="N", help="first N prompts of each test set")
+
+
+def test_examples(recipe, objectives: str | None, limit: int | None) -> dict:
+    from .data import load_test_sets
+
+    sets = dict(load_test_sets(recipe.data))
+    if objectives:
+        wanted = [o.strip() for o in objectives.split(",") if o.strip()]
+        unknown = set(wanted) - set(sets)
+        if unknown:
+            raise ValueError(f"--objectives: unknown {sorted(unknown)}; the recipe's test sets are {sorted(sets)}")
+        sets = {o: sets[o] for o in wanted}
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit={limit}: must be at least 1")
+        sets = {o: exs[:limit] for o, exs in sets.items()}
+    return sets
+
+
+def load_model(recipe, circuit: str | None):
+    from .backbone import load_backbone
+    from .saving import load_circuit
+
+    model, tokenizer = load_backbone(recipe.model)
+    attachment = load_circuit(circuit, model) if circuit else None
+    return model, tokenizer, attachment
+
+
+def main(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.config, args.overrides)
+    sets = test_examples(recipe, args.objectives, args.limit)
+    model, tokenizer, attachment = load_model(recipe, args.circuit)
+    out = Path(args.out or Path(recipe.output_dir) / "generations.jsonl")
+    examples = [ex for exs in sets.values() for ex in exs]
+    rows = generate(model, tokenizer, examples, recipe.generate, out, attachment=attachment)
+    tokens = sum(r["n_new_tokens"] for r in rows)
+    log.info("wrote %d rows (%d generated tokens) to %s", len(rows), tokens, out)
+    return 0
