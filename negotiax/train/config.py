@@ -7,6 +7,8 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 DRIFT_TOKENS = ("response", "all")
 REPORTERS = ("tensorboard", "wandb")
+FLOATS = ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "lambda_route", "lambda_ref", "lambda_orth",
+          "lora_dropout")
 
 
 @dataclass
@@ -48,6 +50,12 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
 
     def __post_init__(self) -> None:
+        for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
+            value = getattr(self, name)
+            try:
+                setattr(self, name, float(value) if value is not None else None)
+            except (TypeError, ValueError):
+                raise ValueError(f"train.{name}={value!r}: expected a number") from None
         _positive("steps", self.steps)
         _positive("grad_accum", self.grad_accum)
         _positive("keep_last", self.keep_last)

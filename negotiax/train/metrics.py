@@ -15,11 +15,14 @@ class MetricsLogger:
     """Appends records to metrics.jsonl; on resume, drops records past the checkpoint it resumed from."""
 
     def __init__(self, run_dir: str | Path, report_to: list[str] | None = None, resume_step: int = 0,
-                 config: dict | None = None) -> None:
+                 config: dict | None = None, enabled: bool = True) -> None:
         self.path = Path(run_dir) / METRICS
+        self.enabled = enabled  # False on all but the main process of a distributed run
+        self._tb = self._wandb = None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_after(resume_step)
-        self._tb = self._wandb = None
         for name in report_to or []:
             self._open_reporter(name, Path(run_dir), config or {})
 
@@ -49,6 +52,8 @@ class MetricsLogger:
                                      resume="allow")
 
     def log(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         step = record.get("step", 0)

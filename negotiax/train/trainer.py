@@ -105,8 +105,8 @@ class Trainer:
         """Run to `cfg.steps`, resuming from the last checkpoint; returns the summary written to the run dir."""
         set_seed(self.seed)
         self.resume()
-        metrics = MetricsLogger(self.run_dir, self.cfg.report_to if self.is_main else [], self.step,
-                                self.config_record)
+        metrics = MetricsLogger(self.run_dir, self.cfg.report_to, self.step, self.config_record,
+                                enabled=self.is_main)
         before = self._evaluate() if self.step == 0 and self.eval_batches else None
         if before is not None:
             self._write_json("eval_before.json", before)
@@ -157,6 +157,8 @@ class Trainer:
                 n_tokens += int(batch["attention_mask"].sum())
         if self.cfg.max_grad_norm is not None:
             norm = self.accelerator.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            if norm is None:  # DeepSpeed clips inside its engine (gradient_clipping in its config)
+                norm = 0.0
             if not torch.isfinite(torch.as_tensor(norm)):
                 raise NonFiniteLossError(f"gradient norm is {float(norm)} at step {self.step + 1}; {self._last_good()}")
             sums["grad_norm"] = float(norm)

@@ -1,0 +1,28 @@
+"""`negotiax train --config configs/quick.yaml key=value ...`: train a recipe's circuit."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..cli import add_recipe_arguments
+from ..recipe import load_recipe
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .pipeline import train_from_recipe
+    from .trainer import NonFiniteLossError
+
+    recipe = load_recipe(args.config, args.overrides)
+    try:
+        run_dir = train_from_recipe(recipe)
+    except NonFiniteLossError as err:
+        log.error("training stopped: %s", err)
+        return 3
+    log.info("run directory: %s (circuit in %s)", run_dir, run_dir / "circuit")
+    return 0

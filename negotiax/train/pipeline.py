@@ -1,0 +1,85 @@
+"""`train_from_recipe`: the thin glue from a recipe to the trainer (backbone, circuit, data, run dir).
+
+Re-running with the same output_dir resumes from the last checkpoint, or does nothing if the run finished.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+from accelerate.utils import set_seed
+
+from ..attach import attach
+from ..backbone import load_backbone
+from ..recipe import Recipe
+from .backbone_setup import prepare_backbone
+from .steps import CollatedSteps, fixed_batches
+from .trainer import SUMMARY, Trainer
+
+log = logging.getLogger(__name__)
+
+
+def finished_summary(run_dir: Path, steps: int) -> dict | None:
+    """The summary of a finished run of `steps` steps in run_dir, else None."""
+    path = run_dir / SUMMARY
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    return summary if summary.get("finished") and summary.get("steps") == steps else None
+
+
+def train_from_recipe(recipe: Recipe) -> Path:
+    """Train the recipe's circuit into <output_dir>/circuit; returns the run directory."""
+    run_dir = Path(recipe.output_dir)
+    if recipe.circuit.variant == "base":
+        log.info("circuit.variant=base: the backbone runs alone, so there is nothing to train")
+        return run_dir
+    if finished_summary(run_dir, recipe.train.steps):
+        log.info("%s already holds a finished %d-step run; skipping training", run_dir, recipe.train.steps)
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    set_seed(recipe.seed)
+    model, tokenizer = load_backbone(recipe.model)
+    model = prepare_backbone(model, recipe.train)
+    attachment = attach(model, recipe.circuit)  # built after seeding: the same init on every (re)start
+    source, eval_batches = build_data(recipe, tokenizer, attachment.circuit.objectives)
+    trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
+                      eval_batches=eval_batches, config_record=asdict(recipe))
+    summary = trainer.train()
+    if summary.get("eval_ce_after"):
+        log.info("held-out response CE before %s after %s", summary["eval_ce_before"], summary["eval_ce_after"])
+    return run_dir
+
+
+def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
+    """Tokenized training sets of the circuit's objectives, a mixture sampler over them, held-out batches."""
+    from ..data import Collator, MixtureSampler, load_train_sets, tokenize_example
+
+    data = recipe.data
+    sets = load_train_sets(data)
+    missing = [o for o in objectives if not sets.get(o)]
+    if missing:
+        raise ValueError(f"circuit.objectives {objectives}: no training data for {missing}; "
+                         f"the data section has {sorted(sets)} (set data.objectives / data.train.<name>)")
+    collate = Collator(tokenizer, padding_side="right")
+    train, held_out = {}, {}
+    for objective in objectives:  # A3 pairs: only the circuit's objectives are loaded into the mixture
+        rows = [tokenize_example(tokenizer, ex, data.max_length, data.template) for ex in sets[objective]]
+        rows = [r for r in rows if any(label != -100 for label in r["labels"])]
+        if recipe.train.eval_holdout:
+            order = list(range(len(rows)))
+            random.Random(recipe.seed).shuffle(order)  # a fixed held-out split for every restart
+            cut = min(recipe.train.eval_holdout, len(rows) // 2)
+            held_out[objective] = [rows[i] for i in order[:cut]]
+            rows = [rows[i] for i in sorted(order[cut:])]
+        train[objective] = rows
+        log.info("objective %s: %d training examples, %d held out", objective, len(rows), len(held_out.get(objective, [])))
+    weights = {o: w for o, w in (data.mixture_weights or {}).items() if o in objectives} or None
+    sampler = MixtureSampler(train, data.batch_size, weights=weights, seed=recipe.seed)
+    eval_batches = {o: fixed_batches(rows, data.batch_size, collate) for o, rows in held_out.items()}
+    return CollatedSteps(sampler, collate), eval_batches
