@@ -7,10 +7,11 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .formatting import IGNORE, encode_example, resolve_template
+from .formatting import IGNORE, encode_examples, resolve_template
 from .schema import Example
 
 log = logging.getLogger(__name__)
+CHUNK = 256  # examples per batched tokenizer call
 
 
 class TokenizedDataset(Sequence):
@@ -24,11 +25,12 @@ class TokenizedDataset(Sequence):
         self.examples = list(examples)
         self.features: list[dict] = []
         cuts = {"prompt": 0, "response": 0}
-        for ex in tqdm(self.examples, desc=f"tokenising {name}".strip(), disable=not progress, leave=False):
-            enc = encode_example(tokenizer, ex, max_length, template)
-            if enc.cut:
-                cuts[enc.cut] += 1
-            self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
+        chunks = range(0, len(self.examples), CHUNK)
+        for start in tqdm(chunks, desc=f"tokenising {name}".strip(), disable=not progress, leave=False):
+            for enc in encode_examples(tokenizer, self.examples[start:start + CHUNK], max_length, template):
+                if enc.cut:
+                    cuts[enc.cut] += 1
+                self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
         n_tokens = sum(len(f["input_ids"]) for f in self.features)
         self.stats = {"examples": len(self.features), "tokens": n_tokens, "max_length": max_length,
                       "template": template, "cut_prompt_start": cuts["prompt"] + cuts["response"],
@@ -42,15 +44,14 @@ class TokenizedDataset(Sequence):
         return len(self.features)
 
     def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.features[index]
         return self.features[index]
 
 
 def tokenize_sets(sets: dict[str, Sequence[Example]], tokenizer, max_length: int = 512,
-                  template: str = "auto") -> dict[str, TokenizedDataset]:
+                  template: str = "auto", progress: bool = True) -> dict[str, TokenizedDataset]:
     """One TokenizedDataset per objective (do this once per run, then sample from it)."""
-    return {name: TokenizedDataset(exs, tokenizer, max_length, template, name) for name, exs in sets.items()}
+    return {name: TokenizedDataset(exs, tokenizer, max_length, template, name, progress)
+            for name, exs in sets.items()}
 
 
 class Collator:

@@ -45,16 +45,21 @@ def _adds_bos(tokenizer) -> bool:
 
 def completion_text(tokenizer, prompt: str, response: str, template: str = "auto") -> str:
     """What follows the prompt text in training: the response and the end-of-turn / EOS marker."""
-    if resolve_template(tokenizer, template) == "chat":
-        head = format_prompt(tokenizer, prompt, "chat")
+    return _texts(tokenizer, prompt, response, resolve_template(tokenizer, template))[1]
+
+
+def _texts(tokenizer, prompt: str, response: str, template: str) -> tuple[str, str]:
+    """(prompt text, completion text) for a resolved template."""
+    head = format_prompt(tokenizer, prompt, template)
+    if template == "chat":
         full = tokenizer.apply_chat_template(_messages(prompt, response), tokenize=False)
         if full.startswith(head) and response in full[len(head):]:
             tail = full[len(head):]
             # Keep the template's end-of-turn marker (so the model learns to stop), not what follows it.
             end = tail.index(response) + len(response)
             marker = tail[end:].strip()
-            return tail[:end] + (marker if marker else (tokenizer.eos_token or ""))
-    return response + (tokenizer.eos_token or "")
+            return head, tail[:end] + (marker if marker else (tokenizer.eos_token or ""))
+    return head, response + (tokenizer.eos_token or "")
 
 
 def encode_prompt(tokenizer, prompt: str, template: str = "auto") -> list[int]:
@@ -69,19 +74,32 @@ class Encoded:
     cut: str | None  # None, "prompt" (its start was cut) or "response" (its end was cut too)
 
 
+def encode_examples(tokenizer, examples: list[Example], max_length: int,
+                    template: str = "auto") -> list[Encoded]:
+    """Prompt + response ids, labels -100 on the prompt; over-long examples lose the prompt's start first.
+
+    The texts of a whole list are tokenised in two batched calls; an example whose prompt ids are not a
+    prefix of its full ids (BPE merged across the boundary) has its response encoded on its own.
+    """
+    template = resolve_template(tokenizer, template)
+    for ex in examples:
+        if ex.response is None:
+            raise ValueError(f"example {ex.id}: no response to train on")
+    pairs = [_texts(tokenizer, ex.prompt, ex.response, template) for ex in examples]
+    prompt_ids = tokenizer([p for p, _ in pairs], add_special_tokens=False).input_ids
+    full_ids = tokenizer([p + c for p, c in pairs], add_special_tokens=False).input_ids
+    out = []
+    for (_, completion), p_ids, f_ids in zip(pairs, prompt_ids, full_ids):
+        if f_ids[:len(p_ids)] == p_ids:
+            response_ids = f_ids[len(p_ids):]
+        else:
+            response_ids = tokenizer(completion, add_special_tokens=False).input_ids
+        out.append(_fit(p_ids, response_ids, max_length))
+    return out
+
+
 def encode_example(tokenizer, example: Example, max_length: int, template: str = "auto") -> Encoded:
-    """Prompt + response ids, labels -100 on the prompt; over-long examples lose the prompt's start first."""
-    if example.response is None:
-        raise ValueError(f"example {example.id}: no response to train on")
-    prompt_text = format_prompt(tokenizer, example.prompt, template)
-    completion = completion_text(tokenizer, example.prompt, example.response, template)
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    full_ids = tokenizer(prompt_text + completion, add_special_tokens=False).input_ids
-    if full_ids[:len(prompt_ids)] == prompt_ids:
-        response_ids = full_ids[len(prompt_ids):]
-    else:  # BPE merged across the boundary: encode the two parts separately so the split is exact
-        response_ids = tokenizer(completion, add_special_tokens=False).input_ids
-    return _fit(prompt_ids, response_ids, max_length)
+    return encode_examples(tokenizer, [example], max_length, template)[0]
 
 
 def _fit(prompt_ids: list[int], response_ids: list[int], max_length: int) -> Encoded:
