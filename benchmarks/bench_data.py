@@ -46,7 +46,7 @@ def main() -> None:
         tok(texts, add_special_tokens=False)
         base.append(time.perf_counter() - t0)
     tokens = sum(d.stats["tokens"] for d in data.values())
-    cut = sum(d.stats["cut_prompt_start"] for d in data.values())
+    cut = sum(d.stats["cut_examples"] for d in data.values())
     print(f"examples: {n} ({', '.join(f'{k} {len(v)}' for k, v in train.items())}); tokens {tokens}; "
           f"cut to max_length={args.max_length}: {cut}")
     print(f"load train sets (parse, test-overlap removal): {load_s:.2f} s")

@@ -75,7 +75,8 @@ def test_long_examples_lose_the_prompt_start_not_the_response(smol_tokenizer):
     assert "system" not in prompt_part  # the start was cut
     data = TokenizedDataset([ex, Example(id="d", objective="helpful", prompt="Hi", response="Hello.")],
                             smol_tokenizer, max_length=64, progress=False)
-    assert data.stats["cut_prompt_start"] == 1 and data.stats["cut_response_end"] == 0
+    assert data.stats["cut_examples"] == data.stats["cut_prompt_start"] == 1
+    assert data.stats["cut_response_end"] == 0
 
 
 def test_long_response_keeps_its_start(smol_tokenizer):
@@ -83,6 +84,8 @@ def test_long_response_keeps_its_start(smol_tokenizer):
     feats = tokenize_example(smol_tokenizer, ex, 64)
     kept = [t for t, lab in zip(feats["input_ids"], feats["labels"]) if lab != IGNORE]
     assert len(feats["input_ids"]) == 64 and smol_tokenizer.decode(kept).startswith("0 1 2 3")
+    data = TokenizedDataset([ex], smol_tokenizer, max_length=64, progress=False)
+    assert data.stats["cut_response_end"] == 1 and data.stats["cut_prompt_start"] == 1  # system prompt cut too
 
 
 def test_collator_pads_and_masks(smol_tokenizer):

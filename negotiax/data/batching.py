@@ -24,21 +24,22 @@ class TokenizedDataset(Sequence):
         template = resolve_template(tokenizer, template)
         self.examples = list(examples)
         self.features: list[dict] = []
-        cuts = {"prompt": 0, "response": 0}
+        cuts = {"examples": 0, "prompt": 0, "response": 0}
         chunks = range(0, len(self.examples), CHUNK)
         for start in tqdm(chunks, desc=f"tokenising {name}".strip(), disable=not progress, leave=False):
             for enc in encode_examples(tokenizer, self.examples[start:start + CHUNK], max_length, template):
-                if enc.cut:
-                    cuts[enc.cut] += 1
+                cuts["examples"] += enc.cut_prompt or enc.cut_response
+                cuts["prompt"] += enc.cut_prompt
+                cuts["response"] += enc.cut_response
                 self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
         n_tokens = sum(len(f["input_ids"]) for f in self.features)
         self.stats = {"examples": len(self.features), "tokens": n_tokens, "max_length": max_length,
-                      "template": template, "cut_prompt_start": cuts["prompt"] + cuts["response"],
-                      "cut_response_end": cuts["response"]}
-        if cuts["prompt"] or cuts["response"]:
-            log.warning("%s: %d of %d examples longer than max_length=%d were cut (prompt start; %d also "
-                        "lost the response's end)", name or "dataset", cuts["prompt"] + cuts["response"],
-                        len(self.features), max_length, cuts["response"])
+                      "template": template, "cut_examples": cuts["examples"],
+                      "cut_prompt_start": cuts["prompt"], "cut_response_end": cuts["response"]}
+        if cuts["examples"]:
+            log.warning("%s: %d of %d examples are longer than max_length=%d and were cut: %d lost the "
+                        "prompt's start, %d the response's end", name or "dataset", cuts["examples"],
+                        len(self.features), max_length, cuts["prompt"], cuts["response"])
 
     def __len__(self) -> int:
         return len(self.features)

@@ -71,7 +71,8 @@ def encode_prompt(tokenizer, prompt: str, template: str = "auto") -> list[int]:
 class Encoded:
     input_ids: list[int]
     labels: list[int]
-    cut: str | None  # None, "prompt" (its start was cut) or "response" (its end was cut too)
+    cut_prompt: bool = False  # the prompt lost its start
+    cut_response: bool = False  # the response lost its end (only when it alone nearly fills max_length)
 
 
 def encode_examples(tokenizer, examples: list[Example], max_length: int,
@@ -103,17 +104,18 @@ def encode_example(tokenizer, example: Example, max_length: int, template: str =
 
 
 def _fit(prompt_ids: list[int], response_ids: list[int], max_length: int) -> Encoded:
-    cut = None
+    cut_prompt = cut_response = False
     if len(prompt_ids) + len(response_ids) > max_length:
         # Keep the prompt's end (the question and the generation prompt); the response's start is
         # never cut. Only a response longer than max_length - keep loses its end.
         keep = min(len(prompt_ids), max(max_length - len(response_ids), max_length // 4))
+        cut_prompt = keep < len(prompt_ids)
         prompt_ids = prompt_ids[len(prompt_ids) - keep:]
-        cut = "prompt"
         if keep + len(response_ids) > max_length:
             response_ids = response_ids[:max_length - keep]
-            cut = "response"
-    return Encoded(prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + list(response_ids), cut)
+            cut_response = True
+    return Encoded(prompt_ids + response_ids, [IGNORE] * len(prompt_ids) + list(response_ids),
+                   cut_prompt, cut_response)
 
 
 def tokenize_example(tokenizer, example: Example, max_length: int, template: str = "auto") -> dict:
