@@ -190,3 +190,11 @@ def test_config_validation():
         DataConfig(objectives=["helpful", "fun"])
     with pytest.raises(ValueError, match="unknown key"):
         DataConfig(train={"helpful": {"file": "a.json"}})
+
+
+def test_path_that_is_a_hub_id(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match=r"hub dataset PKU-Alignment/BeaverTails \(HF_HUB_OFFLINE is set\)"):
+        load_source(Source(path="PKU-Alignment/BeaverTails", format="beavertails"), "harmless", None)
+    with pytest.raises(FileNotFoundError, match=r"hub \(no hub id for this source\)"):
+        load_source(Source(path="local/file.json"), "harmless", None)

@@ -11,7 +11,7 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from .schema import Example
 
@@ -201,7 +201,3 @@ def join_instruction(instruction: str, extra: str) -> str:
 def row_id(prefix: str, number: int, part: int | None = None) -> str:
     return f"{prefix}-{number}" if part is None else f"{prefix}-{number}-{part}"
 
-
-def first(row: dict, *keys: str) -> Any:
-    """The first of several alternative field names that the row has, else None."""
-    return next((k for k in keys if k in row), None)
