@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from negotiax.config import load_config, save_config
 from negotiax.data import DataConfig, Source, default_data_dir, load_source
 from negotiax.recipe import load_recipe
@@ -45,6 +47,11 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
     assert default_data_dir(None) == env
     [ex] = load_source(Source(path="x.json"), "helpful", default_data_dir(None))
     assert ex.prompt == "a" and Path(ex.source) == env / "x.json"
+    with pytest.raises(FileNotFoundError, match=r"data.data_dir=.*nowhere is not a directory"):
+        default_data_dir(str(tmp_path / "nowhere"))
+    monkeypatch.setenv("NEGOTIAX_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match="NEGOTIAX_DATA_DIR=.*gone is not a directory"):
+        default_data_dir(None)
     monkeypatch.delenv("NEGOTIAX_DATA_DIR")
     repo = tmp_path / "repo"
     repo.mkdir()

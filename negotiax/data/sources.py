@@ -42,11 +42,17 @@ FILE_SUFFIXES = (".json", ".jsonl", ".csv")
 
 
 def default_data_dir(explicit: str | None = None) -> Path | None:
-    """data.data_dir, else $NEGOTIAX_DATA_DIR, else ../shared/data relative to the working directory."""
-    for candidate in (explicit, os.environ.get("NEGOTIAX_DATA_DIR"), "../shared/data"):
-        if candidate and Path(candidate).is_dir():
+    """data.data_dir, else $NEGOTIAX_DATA_DIR, else ../shared/data relative to the working directory.
+
+    A directory that is named (config or environment) but missing is an error, not a silent fallback.
+    """
+    for name, candidate in (("data.data_dir", explicit), ("NEGOTIAX_DATA_DIR", os.environ.get("NEGOTIAX_DATA_DIR"))):
+        if candidate:
+            if not Path(candidate).is_dir():
+                raise FileNotFoundError(f"{name}={candidate} is not a directory; point it at a directory laid "
+                                        f"out like ../shared/data, or unset it to use the hub ids")
             return Path(candidate)
-    return None
+    return Path("../shared/data") if Path("../shared/data").is_dir() else None
 
 
 def detect_format(rows: list, where: str) -> str:
