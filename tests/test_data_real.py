@@ -53,8 +53,13 @@ def test_beavertails_labels(data_dir):
     assert all(ex.meta["categories"] for ex in rows if ex.label is False)
     violence = sum("violence,aiding_and_abetting,incitement" in ex.meta["categories"] for ex in rows)
     assert violence == 724
-    csv_rows = load_beavertails(data_dir / "beavertails/beavertails_30k_train_unsafe_sample140.csv")
+    safe = load_beavertails(data_dir / "beavertails/beavertails_30k_test.jsonl", is_safe=True)
+    assert len(safe) == 1288 and all(ex.label is True for ex in safe)
+    sample = data_dir / "beavertails/beavertails_30k_train_unsafe_sample140.csv"
+    csv_rows = load_beavertails(sample)
     assert len(csv_rows) == 140 and all(ex.label is None and ex.category for ex in csv_rows)
+    with pytest.raises(ValueError, match="unsafe_sample140.csv: is_safe=True filter, but some rows have no"):
+        load_beavertails(sample, is_safe=True)
 
 
 def test_pku_files(data_dir):

@@ -112,3 +112,26 @@ def test_dynamic_padding_per_batch(smol_tokenizer, data_dir):
     # Padding is masked out of the loss even though pad == eos for SmolLM2 (eos stays a label).
     n_labels = sum(sum(lab != IGNORE for lab in data[i]["labels"]) for i in range(4))
     assert int((batch["labels"] != IGNORE).sum()) == n_labels
+
+
+def _bos_tokenizer():
+    """A Llama-like tokenizer made in memory: byte-level BPE whose encoding starts with <s>."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<s>": 0, "</s>": 1, **{chr(i): i - 30 for i in range(33, 127)}, "Ġ": 97, "Ċ": 98}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>")
+
+
+def test_alpaca_with_a_bos_tokenizer_has_one_bos_and_ends_with_eos():
+    tok = _bos_tokenizer()
+    ex = Example(id="f", objective="helpful", prompt="Hi", response="Yo")
+    assert format_prompt(tok, ex.prompt).startswith("<s>Below is an instruction")
+    feats = tokenize_example(tok, ex, 512)
+    assert feats["input_ids"][0] == 0 and feats["input_ids"].count(0) == 1
+    assert feats["input_ids"][-1] == 1 and feats["labels"][-3:] == feats["input_ids"][-3:]
+    _check_masks(tok, ex, feats, "alpaca")

@@ -116,9 +116,21 @@ def _load(path, parser, columns, objective, skip_bad_rows, stats) -> list[Exampl
 
 
 def load_beavertails(path: str | Path, objective: str = "harmless", skip_bad_rows: bool = False,
-                     stats: dict | None = None) -> list[Example]:
-    """BeaverTails QA pairs (CSV / JSONL / JSON), one example per row, labelled with is_safe."""
-    return _load(path, beavertails_row, ["prompt"], objective, skip_bad_rows, stats)
+                     stats: dict | None = None, is_safe: bool | None = None) -> list[Example]:
+    """BeaverTails QA pairs (CSV / JSONL / JSON), one example per row, labelled with is_safe.
+
+    `is_safe=True` / `False` keeps only the rows with that label (an error if the file has no labels).
+    """
+    examples = _load(path, beavertails_row, ["prompt"], objective, skip_bad_rows, stats)
+    if is_safe is None:
+        return examples
+    if any(ex.label is None for ex in examples):
+        raise ValueError(f"{path}: is_safe={is_safe} filter, but some rows have no is_safe column; "
+                         f"this file cannot be split by safety")
+    kept = [ex for ex in examples if ex.label is is_safe]
+    if not kept:
+        raise ValueError(f"{path}: no rows with is_safe={is_safe}")
+    return kept
 
 
 def load_beavertails_eval(path: str | Path, objective: str = "harmless", skip_bad_rows: bool = False,
