@@ -140,7 +140,7 @@ def benign_prompts(cfg: DataConfig, n: int, train_sets: DataSets | None = None) 
     trained = {normalize_prompt(ex.prompt) for exs in train.values() for ex in exs}
     files: dict = {}
     examples, _ = _dedupe_prompts(_read(cfg.benign, "benign", cfg, files) or [])
-    out = [dataclasses.replace(ex, objective="benign", reference=ex.reference)
+    out = [dataclasses.replace(ex, objective="benign")
            for ex in examples if normalize_prompt(ex.prompt) not in trained]
     if len(out) < n:
         raise ValueError(f"data.benign {cfg.benign.name}: only {len(out)} prompts not used for training, "
