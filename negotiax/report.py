@@ -99,12 +99,13 @@ def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | No
 
 
 def plot_training(rows: list[dict], path: Path) -> Path | None:
-    """Response cross-entropy per objective against the optimiser step."""
+    """Response cross-entropy per objective (keys "<objective>/ce" of the metrics JSONL) against the step."""
     series: dict[str, tuple[list, list]] = {}
     for row in rows:
         for key, value in row.items():
-            if key.startswith("ce/") and isinstance(value, (int, float)) and "step" in row:
-                xs, ys = series.setdefault(key[3:], ([], []))
+            objective, _, term = key.rpartition("/")
+            if term == "ce" and objective and "/" not in objective and isinstance(value, (int, float)):
+                xs, ys = series.setdefault(objective, ([], []))
                 xs.append(row["step"])
                 ys.append(value)
     if not series:

@@ -1,0 +1,66 @@
+"""`negotiax run` end to end on a tiny model and a few real rows: every artefact, and resume."""
+import json
+
+import pytest
+import torch
+
+from negotiax.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory, smol_tokenizer):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id)
+    folder = tmp_path_factory.mktemp("tiny-backbone")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_args(backbone, out, data_dir, cache):
+    return ["run", "--config", "configs/quick.yaml", f"output_dir={out}", f"model.name_or_path={backbone}",
+            f"data.data_dir={data_dir}", "data.train_limit=16", "data.test_limit=3", "data.batch_size=2",
+            "data.max_length=96", "train.steps=3", "train.save_every=2", "train.eval_holdout=2", "train.log_every=1",
+            "train.progress=false", "generate.max_new_tokens=6", "generate.batch_size=4", "eval.n_boot=50",
+            "eval.max_offline_examples=3", f"eval.cache_path={cache}", "circuit.rank=4", "circuit.head_dim=4"]
+
+
+def test_run_writes_every_artefact_and_resumes(tiny_backbone, tmp_path, data_dir, caplog):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite")) == 0
+    for name in ["config.yaml", "provenance.json", "circuit/circuit.safetensors", "circuit/circuit.json",
+                 "metrics.jsonl", "train_summary.json", "generations/base.jsonl", "generations/negotiax.jsonl",
+                 "eval/base/results.json", "eval/negotiax/results.md", "eval/negotiax/results.csv",
+                 "negotiation.json", "summary.json", "report/report.md", "report/report.html",
+                 "report/metrics.png", "report/training.png", "report/negotiation.png"]:
+        assert (out / name).is_file(), name
+    assert list((out / "checkpoints").iterdir())
+    gens = [json.loads(x) for x in (out / "generations" / "negotiax.jsonl").read_text().splitlines()]
+    assert len(gens) == 9 and {g["objective"] for g in gens} == {"helpful", "harmless", "honest"}
+    summary = json.loads((out / "summary.json").read_text())
+    for system in ("base", "negotiax"):
+        metrics = summary["metrics"][system]
+        for name in ("refusal_harmful", "over_refusal_benign", "MC1", "MC2"):
+            assert metrics[name]["n"] > 0 and metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"]
+    alpha = summary["negotiation"]
+    assert set(alpha) == {"helpful prompts", "harmless prompts", "honest prompts"}
+    assert all(abs(sum(v.values()) - 1) < 1e-4 for v in alpha.values())
+    html = (out / "report" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "refusal_harmful" in html  # self-contained
+
+    # Re-running the same command resumes: nothing is trained, generated or evaluated again.
+    before = {p: p.stat().st_mtime_ns for p in [out / "generations" / "base.jsonl", out / "eval" / "base" / "results.json",
+                                                 out / "circuit" / "circuit.safetensors"]}
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite")) == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert "already evaluated" in caplog.text and "skipping training" in caplog.text
+
+
+def test_run_rejects_base_variant(tmp_path):
+    assert main(["run", "--config", "configs/quick.yaml", "circuit.variant=base", f"output_dir={tmp_path}"]) == 2
