@@ -46,12 +46,12 @@ def refusal_rate(outputs: Sequence[str]) -> list[float]:
 
 def bootstrap_draws(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
                     stat: Callable[[np.ndarray], float] = np.mean) -> np.ndarray:
-    """`stat` of `n_boot` resamples (with replacement) of `values`."""
+    """`stat` of `n_boot` resamples (with replacement) of `values` (rows, for 2-D values)."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
         return np.full(n_boot, np.nan)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, arr.size, size=(n_boot, arr.size))
+    idx = rng.integers(0, len(arr), size=(n_boot, len(arr)))
     return np.array([stat(arr[row]) for row in idx]) if stat is not np.mean else arr[idx].mean(1)
 
 

@@ -1,0 +1,168 @@
+"""The evaluation protocol end to end: real test data, judges on a real local HTTP server (a GPT-4 judge
+cannot run here), tiny beaver-dam-shaped and causal models, reports and the CLI verbs."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+from negotiax.cli import main as cli_main
+from negotiax.data import DataConfig, load_test_sets
+from negotiax.eval_config import EvalConfig
+from negotiax.evaluate import evaluate
+from negotiax.judges.beaver_dam import CATEGORIES, BeaverDamJudge
+from openai_server import JudgeServer
+
+SECRET = "sk-test-secret-never-written"
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return dict(load_test_sets(DataConfig(test_limit=4)))
+
+
+def rows_for(sets) -> list[dict]:
+    """Hand-made generations with the server's markers: known verdicts for every judge."""
+    rows = []
+    helpful = ["GOOD answer", "plain answer", "GOOD again", "ALWAYSFAIL answer"]
+    harmful = ["Here is how: HARMFUL details", "I'm sorry, but I can't help with that.", "HARMFUL", "No."]
+    honest = ["TRUE and INFO", "TRUE only", "TRUE", "INFO only"]
+    for obj, outs in (("helpful", helpful), ("harmless", harmful), ("honest", honest)):
+        rows += [{"id": ex.id, "objective": obj, "prompt": ex.prompt, "output": out, "n_new_tokens": 3}
+                 for ex, out in zip(sets[obj], outs)]
+    return rows
+
+
+def server_config(server, tmp_path, **kw) -> EvalConfig:
+    args = {"base_url": server.base_url, "model": "judge-test", "backoff": 0.01, "max_retries": 2,
+            "api_key_env": "NEGOTIAX_TEST_KEY"}
+    names = {"pairwise": "openai-pairwise", "safety": "openai-safety", "truth": "openai-truth", "info": "openai-info"}
+    return EvalConfig(judges=names, judge_args={n: dict(args) for n in names.values()},
+                      cache_path=str(tmp_path / "cache.sqlite"), n_boot=200, **kw)
+
+
+def test_full_protocol_with_endpoint_judges(sets, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("NEGOTIAX_TEST_KEY", SECRET)
+    caplog.set_level("DEBUG")
+    with JudgeServer() as server:
+        cfg = server_config(server, tmp_path, metrics=["wr", "ss", "ti", "refusal", "lexical"])
+        res = evaluate(rows_for(sets), sets, cfg, out_dir=tmp_path / "eval")
+        m = res["metrics"]
+        # WR: wins 1, 0.5 (tie with a plain answer vs reference), 1; the failed item is missing, not scored
+        assert m["WR"]["value"] == pytest.approx(100 * (1 + 0.5 + 1) / 3)
+        assert (m["WR"]["n"], m["WR"]["missing"]) == (3, 1)
+        assert m["WR"]["missing_ids"] == [sets["helpful"][3].id]
+        assert m["SS"]["value"] == pytest.approx(50.0) and m["SS"]["n"] == 4
+        assert m["Truthful"]["value"] == 75.0 and m["Informative"]["value"] == 50.0
+        assert m["TI"]["value"] == pytest.approx(75.0 * 50.0 / 100)  # truthful% x informative% / 100
+        assert m["Avg"]["value"] == pytest.approx((m["WR"]["value"] + m["TI"]["value"] - m["SS"]["value"]) / 3)
+        assert m["refusal_harmful"]["value"] == 25.0
+        for entry in m.values():
+            assert {"value", "n", "missing", "ci_low", "ci_high", "judge"} <= set(entry)
+        assert m["WR"]["ci_low"] <= m["WR"]["value"] <= m["WR"]["ci_high"]
+        assert m["SS"]["judge"] == "openai-safety:judge-test"
+        cats = {c for ex in sets["harmless"] for c in ex.meta["categories"]}
+        assert {f"SS/{c}" for c in cats} <= set(m)
+        calls = server.count()
+        again = evaluate(rows_for(sets), sets, cfg, out_dir=tmp_path / "eval2")
+        assert server.count() - calls == 2 * 3  # only the missing item is asked again (both orders, 3 tries)
+        assert again["judge_calls"]["safety"]["cached"] == 4 and again["judge_calls"]["safety"]["scored"] == 0
+        assert again["metrics"]["WR"]["value"] == m["WR"]["value"]
+    out = tmp_path / "eval"
+    saved = json.loads((out / "results.json").read_text())
+    for f in saved["data_files"]:
+        assert f["sha256"] == hashlib.sha256(open(f["path"], "rb").read()).hexdigest()
+    assert any(f["path"].endswith("TruthfulQA.csv") for f in saved["data_files"])
+    assert saved["judges"]["pairwise"]["name"] == "openai-pairwise:judge-test"
+    table = list(csv.DictReader((out / "results.csv").open()))
+    assert {r["metric"] for r in table} == set(saved["metrics"])
+    assert "| WR |" in (out / "results.md").read_text()
+    everything = "".join(p.read_text() for p in out.iterdir()) + caplog.text
+    assert SECRET not in everything
+
+
+@pytest.fixture(scope="module")
+def beaver_folder(tmp_path_factory, smol_tokenizer):
+    torch.manual_seed(5)
+    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, num_labels=14, pad_token_id=0,
+                      id2label=dict(enumerate(CATEGORIES)))
+    model = LlamaForSequenceClassification(cfg).eval()
+    with torch.no_grad():
+        model.score.weight.normal_(0, 3.0)
+    folder = tmp_path_factory.mktemp("beaver")
+    model.save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_beaver_dam_from_config_labels_its_figures(sets, beaver_folder, tmp_path):
+    cfg = EvalConfig(metrics=["ss"], judges={"safety": "beaver-dam"},
+                     judge_args={"beaver-dam": {"path": str(beaver_folder), "batch_size": 3}},
+                     cache_path=str(tmp_path / "c.sqlite"), n_boot=100)
+    rows = [r for r in rows_for(sets) if r["objective"] == "harmless"]
+    res = evaluate(rows, sets, cfg, out_dir=tmp_path / "e")
+    judge = BeaverDamJudge(path=str(beaver_folder))
+    probs = judge.score([{"prompt": ex.prompt, "response": r["output"]} for ex, r in zip(sets["harmless"], rows)])
+    assert res["metrics"]["SS"]["value"] == pytest.approx(100 * sum(p > 0.5 for p in probs) / len(probs))
+    assert res["metrics"]["SS"]["judge"] == f"beaver-dam:{beaver_folder.name}"
+    assert res["judges"]["safety"]["categories"] == list(CATEGORIES)
+    assert "WR" not in res["metrics"] and "Avg" not in res["metrics"]  # no pairwise judge: no invented WR
+
+
+def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, tmp_path):
+    from negotiax.generate import generate
+    from negotiax.generate_config import GenerationConfig
+
+    torch.manual_seed(6)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=1024)).eval()
+    honest = {"honest": sets["honest"][:2]}
+    path = tmp_path / "gen.jsonl"
+    generate(model, smol_tokenizer, honest["honest"], GenerationConfig(max_new_tokens=3), path)
+    cfg = EvalConfig(metrics=["mc", "nll", "lexical"], cache_path=None, n_boot=50)
+    res = evaluate(path, honest, cfg, model=model, tokenizer=smol_tokenizer, out_dir=tmp_path / "e")
+    m = res["metrics"]
+    assert m["MC1"]["n"] == 2 and 0 <= m["MC2"]["value"] <= 100 and m["NLL/honest"]["value"] > 0
+    assert m["lexical_rouge_acc"]["n"] == 2
+    assert res["decoding"]["max_new_tokens"] == 3 and res["decoding"]["do_sample"] is False
+    assert res["generations"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="wr"):
+        EvalConfig(metrics=["wr", "bleurt"])
+    with pytest.raises(ValueError, match="kind"):
+        EvalConfig(judges={"helpfulness": "openai-pairwise"})
+
+
+def test_evaluate_cli(sets, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEGOTIAX_TEST_KEY", SECRET)
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text("".join(json.dumps(r) + "\n" for r in rows_for(sets)))
+    with JudgeServer() as server:
+        args = json.dumps({"base_url": server.base_url, "model": "judge-test", "backoff": 0.01, "max_retries": 1,
+                           "api_key_env": "NEGOTIAX_TEST_KEY"})
+        rc = cli_main(["evaluate", "--generations", str(gen), "--out", str(tmp_path / "out"), "--no-model",
+                       "data.test_limit=4", "eval.judges={pairwise: openai-pairwise}",
+                       f"eval.judge_args={{openai-pairwise: {args}}}", f"eval.cache_path={tmp_path / 'c.sqlite'}",
+                       "eval.n_boot=50"])
+    assert rc == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert res["metrics"]["WR"]["missing"] == 1 and "over_refusal_benign" in res["metrics"]
+    assert cli_main(["evaluate", "--generations", str(tmp_path / "none.jsonl"), "--no-model"]) == 2
+
+
+@pytest.mark.slow
+def test_generate_cli_smollm2(tmp_path):
+    out = tmp_path / "gen.jsonl"
+    rc = cli_main(["generate", "--out", str(out), "--limit", "1", "generate.max_new_tokens=4"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(0 < r["n_new_tokens"] <= 4 for r in rows)
+    assert {r["objective"] for r in rows} == {"helpful", "harmless", "honest"}
