@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import yaml
@@ -58,28 +58,32 @@ def train_from_recipe(recipe: Recipe) -> Path:
 
 def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
     """Tokenized training sets of the circuit's objectives, a mixture sampler over them, held-out batches."""
-    from ..data import Collator, MixtureSampler, load_train_sets, tokenize_example
+    from ..data import Collator, MixtureSampler, TokenizedDataset, load_train_sets
 
-    data = recipe.data
+    # A3 pairs: only the circuit's objectives are loaded; one without a data source is a clear error.
+    data = replace(recipe.data, objectives=list(objectives),
+                   mixture_weights={o: w for o, w in (recipe.data.mixture_weights or {}).items() if o in objectives}
+                   or None)
     sets = load_train_sets(data)
-    missing = [o for o in objectives if not sets.get(o)]
-    if missing:
-        raise ValueError(f"circuit.objectives {objectives}: no training data for {missing}; "
-                         f"the data section has {sorted(sets)} (set data.objectives / data.train.<name>)")
-    collate = Collator(tokenizer, padding_side="right")
     train, held_out = {}, {}
-    for objective in objectives:  # A3 pairs: only the circuit's objectives are loaded into the mixture
-        rows = [tokenize_example(tokenizer, ex, data.max_length, data.template) for ex in sets[objective]]
-        rows = [r for r in rows if any(label != -100 for label in r["labels"])]
-        if recipe.train.eval_holdout:
-            order = list(range(len(rows)))
-            random.Random(recipe.seed).shuffle(order)  # a fixed held-out split for every restart
-            cut = min(recipe.train.eval_holdout, len(rows) // 2)
-            held_out[objective] = [rows[i] for i in order[:cut]]
-            rows = [rows[i] for i in sorted(order[cut:])]
-        train[objective] = rows
-        log.info("objective %s: %d training examples, %d held out", objective, len(rows), len(held_out.get(objective, [])))
-    weights = {o: w for o, w in (data.mixture_weights or {}).items() if o in objectives} or None
-    sampler = MixtureSampler(train, data.batch_size, weights=weights, seed=recipe.seed)
-    eval_batches = {o: fixed_batches(rows, data.batch_size, collate) for o, rows in held_out.items()}
+    for objective in objectives:
+        examples, kept_out = split_holdout(list(sets[objective]), recipe.train.eval_holdout, recipe.seed)
+        train[objective] = TokenizedDataset(examples, tokenizer, data.max_length, data.template, objective)
+        if kept_out:
+            held_out[objective] = TokenizedDataset(kept_out, tokenizer, data.max_length, data.template,
+                                                   f"{objective} held out")
+        log.info("objective %s: %d training examples, %d held out", objective, len(examples), len(kept_out))
+    collate = Collator(tokenizer, padding_side="right")
+    sampler = MixtureSampler(train, data.batch_size, weights=data.mixture_weights, seed=recipe.seed)
+    eval_batches = {o: fixed_batches(list(rows), data.batch_size, collate) for o, rows in held_out.items()}
     return CollatedSteps(sampler, collate), eval_batches
+
+
+def split_holdout(examples: list, n: int, seed: int) -> tuple[list, list]:
+    """(training, held out): n examples (at most half) picked by a seeded shuffle, the same on every restart."""
+    if n == 0:
+        return examples, []
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = set(order[:min(n, len(examples) // 2)])
+    return [e for i, e in enumerate(examples) if i not in cut], [examples[i] for i in sorted(cut)]
