@@ -23,7 +23,7 @@ from .data.schema import Example
 from .eval_config import EvalConfig
 
 log = logging.getLogger(__name__)
-OFFLINE = "offline"
+KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
 
 
 def sha256_file(path: str | Path) -> str:
@@ -161,6 +161,8 @@ def build_judges(cfg: EvalConfig) -> dict:
     cache = JudgeCache(cfg.cache_path) if cfg.cache_path else None
     judges = {}
     for kind, name in cfg.judges.items():
+        if KIND_METRIC[kind] not in cfg.metrics:
+            continue  # never load a (possibly 7B) judge whose metric is not asked for
         judge = make_judge(name, **cfg.judge_args.get(name, {}))
         if judge.kind != kind:
             raise ValueError(f"eval.judges.{kind}={name}: that judge is a {judge.kind} judge")
@@ -213,7 +215,7 @@ def evaluate(generations: list[dict] | str | Path, examples: dict[str, list[Exam
     rows = generations if isinstance(generations, list) else load_generations(gen_path)
     pairs, by_obj, coverage = _join(rows, examples)
     judges = judges if judges is not None else build_judges(cfg)
-    judges = {k: j for k, j in judges.items() if {"pairwise": "wr", "safety": "ss"}.get(k, "ti") in cfg.metrics}
+    judges = {k: j for k, j in judges.items() if KIND_METRIC[k] in cfg.metrics}
     sc, res = Scorer(cfg), {}
     _judge_metrics(pairs, judges, sc, res)
     _offline_metrics(pairs, by_obj, cfg, sc, res, model, tokenizer)
@@ -258,4 +260,7 @@ def write_reports(results: dict, out_dir: Path) -> None:
     if "generations" in results:
         lines.append(f"- generations `{results['generations']['path']}` sha256 `{results['generations']['sha256']}`")
     lines += ["", "Missing annotations (failed judge calls) are excluded from the scores and counted above."]
+    if any(v["name"].startswith("local-") for v in results["judges"].values()):
+        lines += ["", "Figures judged by `local-*` judges are NegotiaX local-judge numbers (small heads on a small "
+                  "LM, see their cards); they are not beaver-dam-7b or GPT-judge numbers and must not be compared as such."]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")

@@ -158,6 +158,27 @@ def generate_batch(model, tokenizer, texts: list[str], cfg: GenerationConfig, se
     return [(*finish_row(tokenizer, ids, eos, cfg.stop), int(n)) for ids, n in zip(new, prompt_lens)]
 
 
+def generate_branched_batch(model, tokenizer, texts: list[str], cfg: GenerationConfig, seed: int,
+                            attachment) -> list[tuple[str, int, str, int]]:
+    """The `branched` variant: per-objective branches combined at every step by the preference weights."""
+    from .branched import branched_generate
+
+    if cfg.do_sample and cfg.top_p < 1:
+        log.warning("branched decoding samples from the full combined distribution; top_p=%s is ignored", cfg.top_p)
+    out = branched_generate(model, tokenizer, texts, attachment, cfg.max_new_tokens, do_sample=cfg.do_sample,
+                            temperature=cfg.temperature, seed=seed if cfg.do_sample else None)
+    eos = eos_ids(model, tokenizer)
+    lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
+    return [(*finish_row(tokenizer, ids, eos, cfg.stop), n) for ids, n in zip(out.result.tokens, lengths)]
+
+
+def _batch_fn(attachment):
+    if attachment is not None and attachment.circuit.cfg.variant == "branched":
+        return lambda model, tokenizer, texts, cfg, seed: generate_branched_batch(model, tokenizer, texts, cfg, seed,
+                                                                                  attachment)
+    return generate_batch
+
+
 def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | None = None,
              out_path: str | Path | None = None, attachment=None) -> list[dict[str, Any]]:
     """Generate an answer for every example; rows in example order. Resumes from `out_path` if it exists."""
@@ -185,7 +206,7 @@ def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | 
             todo = [i for i in batch if examples[i].id not in done]
             if not todo:
                 continue
-            results = generate_batch(model, tokenizer, [texts[i] for i in todo], cfg, cfg.seed + b)
+            results = _batch_fn(attachment)(model, tokenizer, [texts[i] for i in todo], cfg, cfg.seed + b)
             for i, (output, n_new, reason, n_prompt) in zip(todo, results):
                 ex = examples[i]
                 done[ex.id] = {"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": output,

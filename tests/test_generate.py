@@ -152,3 +152,16 @@ def test_smollm2_batch_equals_single(smollm2, tmp_path):
     assert short["n_new_tokens"] < 16
     rows = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {e.id for e in exs}
+
+
+def test_branched_variant_uses_branched_decoding(tiny, smol_tokenizer):
+    from negotiax.branched import branched_generate
+
+    with attach(tiny, CircuitConfig(variant="branched")) as attachment:
+        exs = examples()[:3]
+        rows = generate(tiny, smol_tokenizer, exs, GenerationConfig(max_new_tokens=4, batch_size=3,
+                                                                    sort_by_length=False), attachment=attachment)
+        texts = [format_prompt(smol_tokenizer, e.prompt) for e in exs]
+        ref = branched_generate(tiny, smol_tokenizer, texts, attachment, max_new_tokens=4)
+    assert [r["output"] for r in rows] == ref.texts
+    assert [r["n_new_tokens"] for r in rows] == ref.token_counts

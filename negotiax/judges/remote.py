@@ -39,6 +39,15 @@ def is_retryable(err: Exception) -> bool:
     return False
 
 
+def _retry_after(err: Exception) -> float:
+    """Seconds the server asked us to wait (Retry-After header), 0 when absent."""
+    response = getattr(err, "response", None)
+    try:
+        return float(response.headers.get("retry-after", 0)) if response is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def call_with_retries(fn: Callable[[], Any], policy: RetryPolicy, what: str = "judge call") -> Any:
     """fn() with retries on transient errors; raises the last error when retries run out."""
     for attempt in range(policy.max_retries + 1):
@@ -47,7 +56,7 @@ def call_with_retries(fn: Callable[[], Any], policy: RetryPolicy, what: str = "j
         except Exception as err:  # noqa: BLE001 - classified below; the caller records a miss
             if attempt == policy.max_retries or not is_retryable(err):
                 raise
-            wait = policy.delay(attempt)
+            wait = max(policy.delay(attempt), min(_retry_after(err), policy.max_backoff))
             log.debug("%s failed (%s); retry %d in %.2fs", what, type(err).__name__, attempt + 1, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")
