@@ -99,3 +99,27 @@ def test_interpret_config_errors():
         InterpretConfig(analyses=["tsne"])
     with pytest.raises(ValueError, match="forgetting_recipe"):
         InterpretConfig(analyses=["forgetting"])
+
+
+def test_forgetting_joint_vs_sequential(smol_tokenizer, data_dir, tmp_path):
+    from negotiax.circuit import CircuitConfig as CC
+    from negotiax.experiments.forgetting import forgetting
+    from negotiax.experiments.probe import load_probes
+    from negotiax.recipe import Recipe
+    from negotiax.train.config import TrainConfig
+
+    model = tiny_vocab_model(smol_tokenizer)
+    # One small harmless file and no overlap scan keep the four data loads fast.
+    data = DataConfig(data_dir=str(data_dir), train_limit=8, max_length=48, batch_size=2, drop_test_overlap=False,
+                      train={"harmless": {"path": "safety_tuned_llamas/safety_only_data_Instructions.json",
+                                          "format": "alpaca"}})
+    recipe = Recipe(circuit=CC(variant="negotiax", rank=4, head_dim=8), data=data,
+                    train=TrainConfig(steps=2, lr=0.05, warmup_steps=0, progress=False))
+    pc = ProbeConfig(n_harmful=2, n_benign=2, n_honest=2, n_helpful=2, max_new_tokens=2, n_boot=20)
+    out = clean(forgetting(model, smol_tokenizer, recipe, load_probes(data, pc), pc, 2, tmp_path))
+    assert [s["after"] for s in out["sequential"]] == ["helpful", "harmless", "honest"]
+    assert (tmp_path / "joint" / "circuit").is_dir() and (tmp_path / "sequential_2_honest" / "circuit").is_dir()
+    nll = [s["metrics"]["helpful"]["value"] for s in out["sequential"]]
+    assert len(set(nll)) == 3, "every stage trains the same circuit further"
+    assert out["forgetting"]["helpful"] == pytest.approx(nll[-1] - nll[0])  # NLL: lower is better
+    assert out["joint"]["honest"]["n"] == 2
