@@ -200,3 +200,64 @@ def greedy_generate(model: nn.Module, tokenizer, prompts: Sequence[str], max_new
     device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, prompts, device)
     return decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer), pad_id=_pad_id(tokenizer))
+
+
+class BranchedLM(nn.Module):
+    """The branched model as one language model: its logits are the preference-combined log-probs.
+
+    forward(input_ids, attention_mask) runs the N branches on the stacked batch and returns
+    sum_j w_j log p_j per position, so log-likelihood metrics (MC1/MC2, reference NLL) score exactly the
+    distribution that branched decoding samples from (a log-softmax of it renormalises the product).
+    """
+
+    def __init__(self, model: nn.Module, attachment: Attachment,
+                 weights: dict[str, float] | Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.attachment = attachment
+        self.n = attachment.circuit.cfg.n_objectives
+        self.register_buffer("weights", preference_weights(attachment, self.n, weights), persistent=False)
+        self.config = model.config
+        self.generation_config = model.generation_config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        from transformers.modeling_outputs import CausalLMOutput
+
+        batch = input_ids.shape[0]
+        ids = input_ids.repeat(self.n, 1)
+        mask = attention_mask.repeat(self.n, 1) if attention_mask is not None else None
+        previous = self.attachment.branches
+        self.attachment.branches = True
+        try:
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        finally:
+            self.attachment.branches = previous
+        logp = torch.log_softmax(logits, dim=-1).view(self.n, batch, *logits.shape[1:])
+        w = self.weights.to(logp.device).view(self.n, *([1] * (logp.dim() - 1)))
+        return CausalLMOutput(logits=(logp * w).sum(0))
+
+
+def generate_branched(model: nn.Module, tokenizer, examples: list, cfg, attachment: Attachment) -> list[dict]:
+    """Rows like `negotiax.generate.generate` writes, decoded by branches (weights: softmax of cfg.preference).
+
+    `cfg` is a GenerationConfig; stop strings are not applied here (EOS ends a row).
+    """
+    from tqdm.auto import tqdm
+
+    from .data import format_prompt
+
+    beta = {**attachment.circuit.preference(), **(cfg.preference or {})}
+    weights = torch.softmax(torch.tensor([beta[o] for o in attachment.circuit.objectives]), 0).tolist()
+    eos = set(eos_ids(model, tokenizer))
+    rows = []
+    for b, start in enumerate(tqdm(range(0, len(examples), cfg.batch_size), desc="branched generate", disable=None)):
+        chunk = examples[start:start + cfg.batch_size]
+        texts = [format_prompt(tokenizer, ex.prompt, cfg.template) for ex in chunk]
+        out = branched_generate(model, tokenizer, texts, attachment, cfg.max_new_tokens, weights=weights,
+                                do_sample=cfg.do_sample, temperature=cfg.temperature,
+                                seed=cfg.seed + b if cfg.do_sample else None)
+        for ex, text, tokens in zip(chunk, out.texts, out.result.tokens):
+            rows.append({"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": text,
+                         "n_new_tokens": len(tokens), "finish_reason": "eos" if tokens and tokens[-1] in eos else "length",
+                         "category": ex.category})
+    return rows

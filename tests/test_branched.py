@@ -125,3 +125,23 @@ def test_decode_rejects_bad_arguments():
     ids = torch.ones(1, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="max_new_tokens"):
         decode(None, ids, ids, 0)
+
+
+def test_branched_lm_scores_the_combined_distribution(smol_tokenizer):
+    from negotiax.branched import BranchedLM
+
+    model = _model(smol_tokenizer)
+    ids, mask = encode_prompts(smol_tokenizer, PROMPTS, "cpu")
+    with attach(model, CircuitConfig(variant="pathways", rank=4)) as a:
+        _perturb(a, seed=5)
+        w = [0.2, 0.5, 0.3]
+        with torch.no_grad():
+            combined = torch.log_softmax(BranchedLM(model, a, w)(input_ids=ids, attention_mask=mask).logits, -1)
+            parts = []
+            for j, name in enumerate(a.circuit.objectives):
+                a.circuit.mute(*[o for o in a.circuit.objectives if o != name])
+                parts.append(w[j] * torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits, -1))
+                a.circuit.set_preference(None)
+        expected = torch.log_softmax(torch.stack(parts).sum(0), -1)
+        assert not a.branches
+    torch.testing.assert_close(combined, expected, rtol=1e-4, atol=1e-4)
