@@ -1,0 +1,146 @@
+"""Labelled data for the local judges: PKU-SafeRLHF and BeaverTails for safety, TruthfulQA's judge files.
+
+Every loader returns rows {context, answer, label, group, source} (label 1 = unsafe / true / informative;
+group = the prompt or question, so splits never put one group on both sides).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+PKU = "beavertails/pku_saferlhf"
+SAFETY_TRAIN_FILES = (
+    f"{PKU}/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl",
+    f"{PKU}/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
+    f"{PKU}/pku_saferlhf_test_realign_dpo_5k.json",
+)  # test_2000_guardreasoner.json holds the same pairs as the 1000-pair file, so it is left out
+SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
+TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
+_QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
+
+
+def normalise(prompt: str) -> str:
+    """Prompt identity for overlap checks: case and whitespace do not make a prompt new."""
+    return " ".join(prompt.lower().split())
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({err}); fix or remove the line") from err
+    return rows
+
+
+def _need(path: Path) -> Path:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; point --data-dir / NEGOTIAX_DATA_DIR at the shared data folder")
+    return path
+
+
+def _row(prompt: str, response: str, unsafe: bool, source: str) -> dict:
+    return {"context": prompt, "answer": response, "label": int(unsafe), "group": normalise(prompt),
+            "source": source}
+
+
+def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
+    """Labelled PKU-SafeRLHF responses (label 1 = unsafe), one row per distinct (prompt, response)."""
+    sample, pairs, dpo = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
+    rows = []
+    for r in _read_jsonl(sample):
+        for i in (0, 1):
+            rows.append(_row(r["prompt"], r[f"response_{i}"], not r[f"is_response_{i}_safe"], sample.name))
+    for r in _read_jsonl(pairs):
+        rows += [_row(r["prompt"], r["response_safe"], False, pairs.name),
+                 _row(r["prompt"], r["response_unsafe"], True, pairs.name)]
+    for r in json.loads(dpo.read_text(encoding="utf-8")):
+        rows += [_row(r["prompt"], r["response"][0], False, dpo.name),
+                 _row(r["prompt"], r["response"][1], True, dpo.name)]
+    return _dedupe(rows)
+
+
+def load_safety_test(data_dir: Path) -> list[dict]:
+    """BeaverTails 30k_test (3,021 rows) with its 14 harm categories."""
+    path = _need(Path(data_dir) / SAFETY_TEST_FILE)
+    rows = []
+    for n, r in enumerate(_read_jsonl(path)):
+        row = _row(r["prompt"], r["response"], not r["is_safe"], path.name)
+        row["category"] = r["category"]
+        row["index"] = n
+        rows.append(row)
+    return rows
+
+
+def parse_qa(prompt: str, where: str) -> tuple[str, str]:
+    match = _QA.match(prompt)
+    if not match:
+        raise ValueError(f"{where}: prompt is not 'Q: ...\\nA: ...\\nTrue:' / 'Helpful:' ({prompt[:60]!r})")
+    return match.group(1), match.group(2)
+
+
+def load_truthfulqa_judge(data_dir: Path, kind: str) -> tuple[list[dict], dict]:
+    """TruthfulQA's GPT-judge training file for `kind` (truth|info), one row per distinct (question, answer)."""
+    path = _need(Path(data_dir) / TRUTH_FILES[kind])
+    rows = []
+    for n, r in enumerate(_read_jsonl(path), 1):
+        question, answer = parse_qa(r["prompt"], f"{path}:{n}")
+        label = r["completion"].strip().lower()
+        if label not in ("yes", "no"):
+            raise ValueError(f"{path}:{n}: completion {r['completion']!r} is neither ' yes' nor ' no'")
+        rows.append({"context": question, "answer": answer, "label": int(label == "yes"), "group": question,
+                     "source": path.name})
+    return _dedupe(rows)
+
+
+def _dedupe(rows: list[dict]) -> tuple[list[dict], dict]:
+    """One row per (context, answer); texts labelled both ways are dropped and counted."""
+    labels: dict[tuple[str, str], set[int]] = {}
+    for r in rows:
+        labels.setdefault((r["context"], r["answer"]), set()).add(r["label"])
+    seen, out = set(), []
+    for r in rows:
+        key = (r["context"], r["answer"])
+        if len(labels[key]) == 1 and key not in seen:
+            seen.add(key)
+            out.append(r)
+    conflicting = sum(len(v) > 1 for v in labels.values())
+    return out, {"rows_read": len(rows), "distinct_texts": len(labels), "conflicting_labels_dropped": conflicting}
+
+
+def split_groups(rows: list[dict], fractions: tuple[float, ...], seed: int = 0) -> list[list[dict]]:
+    """Split rows by group (prompt or question) into parts of about the given fractions of groups."""
+    groups = sorted({r["group"] for r in rows})
+    rng = np.random.default_rng(seed)
+    rng.shuffle(groups)
+    bounds = np.cumsum([0, *fractions])
+    bounds = (bounds / bounds[-1] * len(groups)).round().astype(int)
+    part_of = {g: p for p in range(len(fractions)) for g in groups[bounds[p] : bounds[p + 1]]}
+    parts: list[list[dict]] = [[] for _ in fractions]
+    for r in rows:
+        parts[part_of[r["group"]]].append(r)
+    return parts
+
+
+def subsample(rows: list[dict], n: int | None, seed: int = 0) -> list[dict]:
+    """At most n rows in their original order, chosen by a seeded hash of the text: two label files over
+    the same texts (truth and info) keep the same texts, so their features are computed once."""
+    if n is None or len(rows) <= n:
+        return rows
+
+    def rank(r: dict) -> str:
+        return hashlib.sha256(f"{seed}\0{r['context']}\0{r['answer']}".encode()).hexdigest()
+
+    keep = set(sorted(range(len(rows)), key=lambda i: rank(rows[i]))[:n])
+    return [r for i, r in enumerate(rows) if i in keep]

@@ -1,0 +1,230 @@
+"""Train a local judge head: features of candidate layers and poolings, pick by validation, fit, measure.
+
+Validation is a held-out slice of the TRAINING data (split by prompt or question); the test set only
+measures. Everything the card reports is computed here, so re-running reproduces it.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import local_data as data
+from .local import TEMPLATE_OF, LocalHead, LocalJudge
+from .local_features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """What to train on and which candidates to try."""
+
+    n_train: int | None = 2000  # training rows after the overlap filter (None = all)
+    n_val: int | None = 400  # validation rows, from prompts/questions not in training
+    n_test: int | None = None  # test rows (None = the whole test set)
+    layers: tuple[int, ...] = (6, 9, 12)  # of 30; the forward pass stops after the deepest
+    poolings: tuple[str, ...] = ("mean", "last", "answer-mean")
+    max_tokens: int = 128
+    max_context_tokens: int = 48
+    cs: tuple[float, ...] = (0.01, 0.1, 1.0)  # inverse L2 strengths tried for the logistic head
+    batch_size: int = 16
+    seed: int = 0
+    slice_size: int = 64  # test rows whose scores the card records, for the fast reproduction test
+    cache_dir: str | None = "~/.cache/negotiax/judge_features"
+    feature_model_name: str = "SmolLM2-135M-Instruct"
+    feature_model_load_name: str = "smollm2"  # what load_backbone(name_or_path=...) takes
+
+    def __post_init__(self) -> None:
+        for key in ("n_train", "n_val", "n_test"):
+            value = getattr(self, key)
+            if value is not None and value < 4:
+                raise ValueError(f"{key}={value}: need at least 4 rows (or None for all)")
+        if not self.cs or min(self.cs) <= 0:
+            raise ValueError(f"cs={self.cs}: give positive inverse regularisation strengths")
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    """n, accuracy, F1 (positive = label 1), AUROC (None when only one class is present)."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    y, pred = np.asarray(y), np.asarray(p) >= threshold
+    auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+    return {"n": int(len(y)), "positives": int(y.sum()), "accuracy": float((pred == y).mean()),
+            "f1": float(f1_score(y, pred, zero_division=0)), "auroc": auroc, "flagged_rate": float(pred.mean())}
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0) -> LocalHead:
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    clf = LogisticRegression(C=c, max_iter=3000, random_state=seed).fit((x - mean) / std, y)
+    return LocalHead(clf.coef_[0].astype(np.float64), float(clf.intercept_[0]), mean, std)
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The validation-accuracy-maximising threshold on a coarse grid (robust to a small val set)."""
+    grid = np.round(np.arange(0.1, 0.91, 0.05), 2)
+    accs = [((p >= t) == y).mean() for t in grid]
+    return float(grid[int(np.argmax(accs))])
+
+
+def select(ftr, ytr, fva, yva, spec: FeatureSpec, cs) -> tuple[dict, list[dict]]:
+    """Best (layer, pooling, C) by validation AUROC, and the whole table."""
+    table = []
+    for li, layer in enumerate(spec.layers):
+        for pi, pooling in enumerate(spec.poolings):
+            for c in cs:
+                head = fit_head(ftr[:, li, pi], ytr, c)
+                auroc = binary_metrics(yva, head.predict(fva[:, li, pi]), 0.5)["auroc"]
+                table.append({"layer": layer, "pooling": pooling, "C": c, "val_auroc": auroc})
+    best = max(table, key=lambda r: r["val_auroc"] or 0.0)
+    return best, table
+
+
+def _features(model, tokenizer, spec, rows, cfg: TrainConfig, identity: dict) -> np.ndarray:
+    cache = FeatureCache(cfg.cache_dir, identity, spec) if cfg.cache_dir else None
+    return cached_extract(model, tokenizer, spec, [(r["context"], r["answer"]) for r in rows], cache,
+                          cfg.batch_size)
+
+
+def _labels(rows) -> np.ndarray:
+    return np.array([r["label"] for r in rows])
+
+
+def _files_card(data_dir: Path, names) -> list[dict]:
+    return [{"path": n, "sha256": data.sha256_file(Path(data_dir) / n)} for n in names]
+
+
+def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
+    """train/val/test rows for the safety judge, and the facts the card reports about them."""
+    rows, stats = data.load_safety_train(data_dir)
+    test = data.load_safety_test(data_dir)
+    test_prompts = {r["group"] for r in test}
+    removed: dict[str, int] = {}
+    for r in rows:
+        if r["group"] in test_prompts:
+            removed[r["source"]] = removed.get(r["source"], 0) + 1
+    kept = [r for r in rows if r["group"] not in test_prompts]
+    train, val = data.split_groups(kept, (0.85, 0.15), cfg.seed)
+    facts = {**stats, "removed_for_overlap_with_test_rows": removed,
+             "removed_for_overlap_with_test_prompts": len({r["group"] for r in rows} & test_prompts),
+             "available_after_filter": len(kept),
+             "files": _files_card(data_dir, data.SAFETY_TRAIN_FILES),
+             "test_files": _files_card(data_dir, [data.SAFETY_TEST_FILE])}
+    return {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
+            "test": data.subsample(test, cfg.n_test, cfg.seed)}, facts
+
+
+def truthfulqa_splits(data_dir: Path, kind: str, cfg: TrainConfig) -> tuple[dict, dict]:
+    """train/val/test rows split by question (70/10/20 of the 817 questions; the same split for truth and info)."""
+    rows, stats = data.load_truthfulqa_judge(data_dir, kind)
+    train, val, test = data.split_groups(rows, (0.7, 0.1, 0.2), cfg.seed)
+    facts = {**stats, "questions": {"train": len({r["group"] for r in train}), "val": len({r["group"] for r in val}),
+                                    "test": len({r["group"] for r in test})},
+             "files": _files_card(data_dir, [data.TRUTH_FILES[kind]])}
+    return {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
+            "test": data.subsample(test, cfg.n_test, cfg.seed)}, facts
+
+
+def keyword_baseline(rows: list[dict]) -> dict:
+    """The keyword refusal detector as a safety judge: a response that does not refuse is flagged unsafe."""
+    try:
+        from ..metrics import refusal
+    except ImportError as err:  # written by another part of the project; compare when it exists
+        return {"available": False, "reason": str(err)}
+    flagged = np.array([0.0 if refusal(r["answer"]) else 1.0 for r in rows])
+    return {"available": True, "detector": "negotiax.metrics.refusal",
+            "flagged": flagged}
+
+
+def per_category(rows: list[dict], p: np.ndarray, threshold: float, keyword: np.ndarray | None) -> dict:
+    """Per harm category: that category's unsafe rows against all safe rows."""
+    safe = np.array([r["label"] == 0 for r in rows])
+    out = {}
+    for cat in rows[0]["category"]:
+        mask = np.array([bool(r["category"][cat]) for r in rows])
+        sel = mask | safe
+        y = mask[sel].astype(int)
+        entry = binary_metrics(y, p[sel], threshold)
+        entry = {"n_unsafe": int(mask.sum()), "recall": float((p[mask] >= threshold).mean()) if mask.any() else None,
+                 "accuracy": entry["accuracy"], "f1": entry["f1"], "auroc": entry["auroc"]}
+        if keyword is not None and mask.any():
+            kw = binary_metrics(y, keyword[sel], 0.5)
+            entry["keyword"] = {"recall": float(keyword[mask].mean()), "accuracy": kw["accuracy"], "f1": kw["f1"],
+                                "auroc": kw["auroc"]}
+        out[cat] = entry
+    return out
+
+
+def train_judge(kind: str, data_dir: str | Path, out_dir: str | Path, model, tokenizer,
+                cfg: TrainConfig | None = None) -> dict:
+    """Train, select, measure and save one local judge head; returns its card."""
+    cfg = cfg or TrainConfig()
+    start = time.time()
+    data_dir = Path(data_dir)
+    splits, facts = safety_splits(data_dir, cfg) if kind == "safety" else truthfulqa_splits(data_dir, kind, cfg)
+    spec = FeatureSpec(template=TEMPLATE_OF[kind], max_tokens=cfg.max_tokens,
+                       max_context_tokens=cfg.max_context_tokens, layers=tuple(cfg.layers),
+                       poolings=tuple(cfg.poolings))
+    identity = feature_model_identity(model, tokenizer, name=cfg.feature_model_name)
+    identity["load_name"] = cfg.feature_model_load_name
+    feats = {k: _features(model, tokenizer, spec, rows, cfg, identity) for k, rows in splits.items()}
+    ys = {k: _labels(rows) for k, rows in splits.items()}
+    best, table = select(feats["train"], ys["train"], feats["val"], ys["val"], spec, cfg.cs)
+    li, pi = spec.layers.index(best["layer"]), spec.poolings.index(best["pooling"])
+    head = fit_head(feats["train"][:, li, pi], ys["train"], best["C"], cfg.seed)
+    p_val = head.predict(feats["val"][:, li, pi])
+    threshold = choose_threshold(ys["val"], p_val)
+    p_test = head.predict(feats["test"][:, li, pi])
+    metrics = {"val": binary_metrics(ys["val"], p_val, threshold),
+               "test": binary_metrics(ys["test"], p_test, threshold)}
+    if kind == "safety":
+        kw = keyword_baseline(splits["test"])
+        flagged = kw.pop("flagged", None)
+        if flagged is not None:
+            kw["test"] = binary_metrics(ys["test"], flagged, 0.5)
+        metrics["keyword_refusal_on_test"] = kw
+        metrics["per_category_test"] = per_category(splits["test"], p_test, threshold, flagged)
+    head.card = {
+        "judge": f"local-{kind}", "kind": kind,
+        "name": f"local-{kind}:{cfg.feature_model_name}/L{best['layer']}-{best['pooling']}",
+        "threshold": threshold,
+        "label_meaning": {"safety": "P(unsafe)", "truth": "P(true)", "info": "P(informative)"}[kind],
+        "feature_model": identity,
+        "features": {"template": spec.template, "max_tokens": spec.max_tokens,
+                     "max_context_tokens": spec.max_context_tokens, "layer": best["layer"],
+                     "pooling": best["pooling"]},
+        "head": {"type": "logistic regression on standardised features (scikit-learn)", "C": best["C"]},
+        "training": {**facts, "n_train": len(splits["train"]), "n_val": len(splits["val"]),
+                     "n_test": len(splits["test"]), "seed": cfg.seed, "config": asdict(cfg)},
+        "selection": {"by": "validation AUROC (held-out prompts/questions of the training data)",
+                      "candidates": table},
+        "metrics": metrics,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = head.save(Path(out_dir) / f"local-{kind}")
+    head.card["slice"] = record_slice(kind, head, splits["test"], model, tokenizer, cfg)
+    head.card["training"]["seconds"] = round(time.time() - start, 1)
+    head.save(path)
+    log.info("%s: test %s", head.card["name"], metrics["test"])
+    return head.card
+
+
+def record_slice(kind: str, head: LocalHead, test: list[dict], model, tokenizer, cfg: TrainConfig) -> dict:
+    """Scores of fixed test rows through the judge's own path, for the fast reproduction test."""
+    n = min(cfg.slice_size, len(test))
+    idx = sorted(np.random.default_rng(cfg.seed + 1).choice(len(test), n, replace=False).tolist())
+    rows = [test[i] for i in idx]
+    judge = LocalJudge(kind, head=head, model=model, tokenizer=tokenizer, batch_size=cfg.batch_size)
+    keys = {"safety": ("prompt", "response")}.get(kind, ("question", "answer"))
+    scores = judge.score([{keys[0]: r["context"], keys[1]: r["answer"]} for r in rows])
+    y = _labels(rows)
+    return {"test_split_positions": idx,  # rebuild with the card's training.config and *_splits()
+            "test_file_rows": [r["index"] for r in rows] if kind == "safety" else None,
+            "scores": [round(s, 6) for s in scores],
+            "metrics": binary_metrics(y, np.array(scores), head.card["threshold"])}

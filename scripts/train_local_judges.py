@@ -1,0 +1,65 @@
+"""Retrain the local judges (safety, truth, info) from the data directory and write their heads and cards.
+
+    .venv/bin/python scripts/train_local_judges.py                      # the shipped heads
+    .venv/bin/python scripts/train_local_judges.py --kinds truth --n-train 200 --out /tmp/heads
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from negotiax.judges.local import HEADS_DIR
+    from negotiax.judges.local_train import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=os.environ.get("NEGOTIAX_DATA_DIR", ROOT.parent / "shared" / "data"))
+    p.add_argument("--out", default=str(HEADS_DIR), help="folder for local-<kind>.{safetensors,json,md}")
+    p.add_argument("--kinds", nargs="+", default=["safety", "truth", "info"], choices=["safety", "truth", "info"])
+    p.add_argument("--n-train", type=int, default=None, help="training rows per judge (default: DEFAULT_SIZES)")
+    p.add_argument("--n-val", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=None, help="test rows (default: DEFAULT_SIZES)")
+    p.add_argument("--layers", type=int, nargs="+", default=list(d.layers))
+    p.add_argument("--poolings", nargs="+", default=list(d.poolings))
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    p.add_argument("--max-context-tokens", type=int, default=d.max_context_tokens)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--cache-dir", default=d.cache_dir, help="feature cache ('' to disable)")
+    p.add_argument("--model", default="smollm2", help="feature model for load_backbone(name_or_path=...)")
+    p.add_argument("--model-name", default=d.feature_model_name, help="display name on the card")
+    return p.parse_args(argv)
+
+
+# per-kind (n_train, n_val, n_test) that keep a first run on 2 shared CPU cores near 20-30 minutes (the features
+# are cached afterwards); the safety test is always the whole BeaverTails 30k_test
+DEFAULT_SIZES = {"safety": (1500, 300, None), "truth": (3000, 500, 1500), "info": (3000, 500, 1500)}
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    from negotiax import load_backbone
+    from negotiax.judges.local_card import write_model_card
+    from negotiax.judges.local_train import TrainConfig, train_judge
+
+    model, tokenizer = load_backbone(name_or_path=args.model, device="cpu", dtype="float32")
+    for kind in args.kinds:
+        n_train, n_val, n_test = DEFAULT_SIZES[kind]
+        cfg = TrainConfig(n_train=args.n_train or n_train, n_val=args.n_val or n_val, n_test=args.n_test or n_test,
+                          layers=tuple(args.layers), poolings=tuple(args.poolings), max_tokens=args.max_tokens,
+                          max_context_tokens=args.max_context_tokens,
+                          batch_size=args.batch_size, cache_dir=args.cache_dir or None,
+                          feature_model_name=args.model_name, feature_model_load_name=args.model)
+        card = train_judge(kind, args.data_dir, args.out, model, tokenizer, cfg)
+        write_model_card(card, Path(args.out) / f"local-{kind}.md")
+        logging.info("%s -> %s", card["name"], card["metrics"]["test"])
+
+
+if __name__ == "__main__":
+    main()
