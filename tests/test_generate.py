@@ -140,16 +140,16 @@ def test_duplicate_ids_and_bad_config(tiny, smol_tokenizer):
 @pytest.mark.slow
 def test_smollm2_batch_equals_single(smollm2, tmp_path):
     model, tokenizer = smollm2
-    cfg1 = GenerationConfig(max_new_tokens=16, batch_size=1)
-    cfg4 = GenerationConfig(max_new_tokens=16, batch_size=3)
-    exs = examples(["What is 2+2? Answer with one number.", PROMPTS[1], "Say hello in French."])
+    cfg1 = GenerationConfig(max_new_tokens=10, batch_size=1)
+    cfg4 = GenerationConfig(max_new_tokens=10, batch_size=2)
+    exs = examples(["What is 2+2? Answer with one number.", "Say hello in French."])
     single = generate(model, tokenizer, exs, cfg1, tmp_path / "one.jsonl")
     batched = generate(model, tokenizer, exs, cfg4, tmp_path / "four.jsonl")
     for a, b in zip(single, batched):
         assert a["output"] == b["output"] and a["n_new_tokens"] == b["n_new_tokens"]
     assert any(r["finish_reason"] == "eos" for r in single)  # the chat model ends its turn
     short = next(r for r in single if r["finish_reason"] == "eos")
-    assert short["n_new_tokens"] < 16
+    assert short["n_new_tokens"] < 10
     rows = [json.loads(line) for line in (tmp_path / "one.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {e.id for e in exs}
 
