@@ -3,7 +3,6 @@ reference-answer NLL, and the bootstrap interval every reported number carries.
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Callable, Sequence
 
@@ -200,8 +199,3 @@ def lexical_truth(output: str, ex: Example, scorer=None) -> dict[str, float]:
     rouge_diff = max(rouge[:n]) - max(rouge[n:])
     return {"bleu_acc": float(bleu_diff > 0), "rouge_acc": float(rouge_diff > 0),
             "bleu_diff": bleu_diff, "rouge_diff": rouge_diff}
-
-
-def safe_mean(values: Sequence[float]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(vals)) if vals else None
