@@ -4,7 +4,9 @@ Rows are {id, objective, prompt, output, n_new_tokens, n_prompt_tokens, finish_r
 `n_new_tokens` counts the tokens the model actually generated for that row, up to and including its
 EOS or the token that completed a stop string, never padding. A re-run with the same output path skips
 the ids already written; batches are formed the same way every time (and sampling is seeded per batch),
-so a resumed run writes the same file as an uninterrupted one.
+so a resumed run writes the same file as an uninterrupted one. Stop strings end a row (through
+transformers' `stop_strings`) and are cut from its output, as in the OpenAI API. A circuit of the
+`branched` variant decodes through `negotiax.branched` (one branch per objective, combined each step).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from .generate_config import GenerationConfig
 
 log = logging.getLogger(__name__)
 
+
 def format_prompt(tokenizer, prompt: str, template: str = "auto") -> str:
     """The data layer's prompt text: chat template or Alpaca, ending where the answer begins."""
     from .data import format_prompt as data_format_prompt
@@ -31,10 +34,13 @@ def format_prompt(tokenizer, prompt: str, template: str = "auto") -> str:
 
 def encode_prompts(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
     """Left-padded batch of formatted prompts (the template already holds any special tokens)."""
-    tokenizer.padding_side = "left"  # generation appends on the right: prompts must end flush
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens go on the right: prompts end flush
+    try:
+        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
 
 
 def eos_ids(model, tokenizer) -> set[int]:

@@ -116,16 +116,22 @@ class BeaverDamJudge:
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind, "threshold": self.threshold, "categories": self.labels}
 
+    def _encode(self, texts: list[str]):
+        """Right padding and truncation at max_length, as safe-rlhf's moderation model reads its inputs."""
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        try:
+            return self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+        finally:
+            self.tokenizer.padding_side = side
+
     @torch.inference_mode()
     def category_probs(self, items: list[dict]) -> torch.Tensor:
         """(n, 14) sigmoid probabilities per harm category."""
         texts = [format_qa(it["prompt"], it["response"]) + self.tokenizer.eos_token for it in items]
-        self.tokenizer.padding_side = "right"
         device = next(self.model.parameters()).device
         out = []
         for start in tqdm(range(0, len(texts), self.batch_size), desc=self.name, unit="batch"):
-            enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                 truncation=True, max_length=self.max_length).to(device)
+            enc = self._encode(texts[start:start + self.batch_size]).to(device)
             out.append(torch.sigmoid(self.model(enc["input_ids"], enc["attention_mask"]).float()).cpu())
         return torch.cat(out) if out else torch.zeros(0, len(self.labels))
 

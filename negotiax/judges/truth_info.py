@@ -61,14 +61,21 @@ class YesNoJudge:
     def info(self) -> dict:
         return {"name": self.name, "kind": self.kind, "threshold": self.threshold, "prompt": TEMPLATES[self.kind]}
 
+    def _encode(self, texts: list[str]):
+        """Left padding: every row's next-token logits sit at the last position."""
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
+        try:
+            return self.tokenizer(texts, return_tensors="pt", padding=True)
+        finally:
+            self.tokenizer.padding_side = side
+
     @torch.inference_mode()
     def score(self, items: list[dict]) -> list[float | None]:
         texts = [TEMPLATES[self.kind].format(question=it["question"], answer=it["answer"]) for it in items]
-        self.tokenizer.padding_side = "left"  # the next-token logits sit at the last position of every row
         device = next(self.model.parameters()).device
         scores: list[float | None] = []
         for start in tqdm(range(0, len(texts), self.batch_size), desc=self.name, unit="batch"):
-            enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True).to(device)
+            enc = self._encode(texts[start:start + self.batch_size]).to(device)
             logits = self.model(**enc).logits[:, -1].float()
             pair = torch.softmax(logits[:, [self.yes, self.no]], dim=-1)
             scores.extend(float(p) for p in pair[:, 0])
