@@ -62,6 +62,7 @@ class ProfileConfig:
     train_steps: int = 3  # measured training steps per variant (0: skip)
     train_batch: int = 4
     train_length: int = 128
+    threads: int | None = None  # CPU: torch threads (1 avoids oversubscription on a shared machine); None: as is
     seed: int = 0
     output_dir: str = "runs/profile"
 
@@ -80,6 +81,8 @@ class ProfileConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.warmup < 0 or self.train_steps < 0:
             raise ValueError("warmup and train_steps must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads={self.threads}: give a positive number or null")
         if min(self.prompt_lengths) < 2:
             raise ValueError(f"prompt_lengths={self.prompt_lengths}: each must be at least 2 tokens")
 
@@ -224,6 +227,8 @@ def load_profile_model(cfg: ProfileConfig) -> tuple[nn.Module, str]:
 def profile(cfg: ProfileConfig, model: nn.Module | None = None) -> dict:
     """Profile every variant at every batch size and prompt length; returns the numbers (also written)."""
     source = "given"
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     if model is None:
         model, source = load_profile_model(cfg)
     device = next(model.parameters()).device
@@ -232,7 +237,7 @@ def profile(cfg: ProfileConfig, model: nn.Module | None = None) -> dict:
     pad = int(pad) if pad is not None else (eos[0] if eos else 0)
     base_params = sum(p.numel() for p in model.parameters())
     out = {"model": source, "device": str(device), "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-           "base_params": base_params, "settings": clean(asdict(cfg)), "variants": {}, "inference": []}
+           "threads": torch.get_num_threads(), "base_params": base_params, "settings": clean(asdict(cfg)), "variants": {}, "inference": []}
     grid = [(v, b, n) for v in cfg.variants for b in cfg.batch_sizes for n in cfg.prompt_lengths]
     bar = tqdm(total=len(grid), desc="profile", disable=None)
     for variant in cfg.variants:
@@ -265,7 +270,8 @@ COLUMNS = ["variant", "batch_size", "prompt_length", "generated_tokens", "prefil
 
 def render(result: dict) -> str:
     """The profile as Markdown: a parameters/training table and an inference table."""
-    lines = [f"# Profile: {result['model']} on {result['device']} ({result['dtype']})", "",
+    lines = [f"# Profile: {result['model']} on {result['device']} ({result['dtype']}, "
+             f"{result.get('threads')} CPU threads)", "",
              f"Base parameters: {result['base_params']:,}", ""]
     rows = [{"variant": v, **info} for v, info in result["variants"].items()]
     lines.append(markdown_table(rows, ["variant", "delta_params", "trainable_params", "delta_percent",
