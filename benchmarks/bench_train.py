@@ -1,7 +1,7 @@
 """Training throughput: circuit training vs a plain forward + backward of the frozen backbone, same batches.
 
 Both run in this process on identical batches (one per objective per step, drawn from the real training
-data with the data layer's MixtureSampler), interleaved round by round so that machine load hits both alike.
+data with the data layer's MixtureSampler), alternating step by step so that machine load hits both alike.
 
   circuit:   backbone + NegotiaX circuit hooked at the middle layer; the full training loss (response CE +
              routing + drift + orthogonality), backward, gradient clipping and an AdamW step on the circuit.
@@ -52,51 +52,55 @@ def real_batches(tokenizer, objectives, args, steps):
     return [{o: collate(items) for o, items in next(sampler).items()} for _ in range(steps)]
 
 
-def timed(step_fn, batches) -> float:
-    """Tokens per second over the given steps."""
-    tokens = sum(int(b["attention_mask"].sum()) for step in batches for b in step.values())
-    start = time.perf_counter()
-    for step in batches:
-        step_fn(step)
-    return tokens / (time.perf_counter() - start)
-
-
 def circuit_step_fn(model, circuit_cfg, train_cfg):
+    """A training step of the circuit; the hooks are attached only while the step runs."""
     from negotiax import attach
     from negotiax.train.module import CircuitTrainModule
 
     attachment = attach(model, circuit_cfg)
-    module = CircuitTrainModule(model, attachment, train_cfg)
-    params = [p for p in attachment.circuit.parameters() if p.requires_grad]
+    circuit = attachment.circuit
+    attachment.detach()
+    params = [p for p in circuit.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
 
     def step(batches):
+        attachment = attach(model, circuit)
+        module = CircuitTrainModule(model, attachment, train_cfg)
         for objective, b in batches.items():
-            terms = module(b["input_ids"], b["attention_mask"], b["labels"], attachment.circuit.index(objective))
+            terms = module(b["input_ids"], b["attention_mask"], b["labels"], circuit.index(objective))
             (terms["loss"] / len(batches)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        attachment.detach()
 
-    return step, attachment, sum(p.numel() for p in params)
+    return step, sum(p.numel() for p in params)
 
 
 def baseline_step_fn(model, site_module):
+    """A plain forward + backward of the frozen backbone, down to a zero vector at the circuit's site."""
     from negotiax.train.losses import response_ce
 
     bias = SiteBias(model.config.hidden_size)
-    handle = site_module.register_forward_hook(bias.hook)
     optimizer = torch.optim.AdamW(bias.parameters(), lr=1e-3)
 
     def step(batches):
+        handle = site_module.register_forward_hook(bias.hook)
         for b in batches.values():
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
             (response_ce(logits, b["labels"]) / len(batches)).backward()
         torch.nn.utils.clip_grad_norm_(bias.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        handle.remove()
 
-    return step, handle
+    return step
+
+
+def seconds(step, batches) -> float:
+    start = time.perf_counter()
+    step(batches)
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -110,8 +114,8 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("NEGOTIAX_DATA_DIR", str(root.parent / "shared/data")))
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=2, help="optimiser steps per round and configuration")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed optimiser steps per round and configuration")
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
@@ -126,26 +130,30 @@ def main() -> None:
     site = find_attention(find_decoder_layers(model)[layer])
     train_cfg = TrainConfig()
 
-    ours, base = [], []
+    circuit_step, n_params = circuit_step_fn(model, circuit_cfg, train_cfg)
+    baseline_step = baseline_step_fn(model, site)
+    circuit_step(batches[0]), baseline_step(batches[0])  # warm-up, not timed
+    # Alternate single steps (order swapped every round) so a change in machine load hits both alike.
+    ours, base, ratios, tokens = 0.0, 0.0, [], 0
     for r in range(args.rounds):
-        step, attachment, n_params = circuit_step_fn(model, circuit_cfg, train_cfg)
-        step(batches[0])  # warm-up step, not timed
-        ours.append(timed(step, batches[1:]))
-        attachment.detach()
-        step, handle = baseline_step_fn(model, site)
-        step(batches[0])
-        base.append(timed(step, batches[1:]))
-        handle.remove()
-        print(f"round {r + 1}: circuit {ours[-1]:.1f} tok/s, baseline {base[-1]:.1f} tok/s", flush=True)
+        for step_batches in batches[1:]:
+            n = sum(int(b["attention_mask"].sum()) for b in step_batches.values())
+            if r % 2 == 0:
+                t_ours, t_base = seconds(circuit_step, step_batches), seconds(baseline_step, step_batches)
+            else:
+                t_base, t_ours = seconds(baseline_step, step_batches), seconds(circuit_step, step_batches)
+            ours, base, tokens = ours + t_ours, base + t_base, tokens + n
+            ratios.append(t_base / t_ours)
+        print(f"round {r + 1}: circuit {tokens / ours:.1f} tok/s, baseline {tokens / base:.1f} tok/s (cumulative)",
+              flush=True)
 
-    tokens = sum(int(b["attention_mask"].sum()) for step in batches[1:] for b in step.values())
     print(f"model {args.model}, layer {layer}, circuit rank {args.rank} ({n_params} trainable parameters), "
           f"{len(objectives)} objectives x batch {args.batch_size}, max_length {args.max_length}, "
-          f"{tokens} tokens per round, torch threads {torch.get_num_threads()}")
-    o, b = statistics.median(ours), statistics.median(base)
-    print(f"circuit training : {o:9.1f} tokens/s (median of {args.rounds})")
-    print(f"baseline fwd+bwd : {b:9.1f} tokens/s")
-    print(f"ratio circuit/baseline: {o / b:.3f} (target >= 0.9)")
+          f"{tokens} tokens per configuration, torch threads {torch.get_num_threads()}")
+    print(f"circuit training : {tokens / ours:9.1f} tokens/s")
+    print(f"baseline fwd+bwd : {tokens / base:9.1f} tokens/s")
+    print(f"ratio circuit/baseline: {base / ours:.3f} overall, {statistics.median(ratios):.3f} median of "
+          f"{len(ratios)} paired steps (target >= 0.9)")
 
 
 if __name__ == "__main__":
