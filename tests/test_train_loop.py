@@ -184,3 +184,14 @@ def test_gradient_accumulation_and_checkpointing_run(tmp_path):
     trainer, summary = run(tmp_path, steps=3, grad_accum=2, gradient_checkpointing=False)
     assert summary["steps"] == 3
     assert trainer.source.t == 6  # two micro-steps per optimiser step
+
+
+def test_report_to_tensorboard_logs_or_warns_when_missing(tmp_path, caplog):
+    import importlib.util
+
+    run(tmp_path, steps=1, report_to=["tensorboard"])
+    assert read_metrics(tmp_path)  # the JSONL is always written
+    if importlib.util.find_spec("tensorboard") is None:
+        assert "tensorboard" in caplog.text and "not installed" in caplog.text
+    else:
+        assert any((tmp_path / "tensorboard").iterdir())

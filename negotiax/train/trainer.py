@@ -79,7 +79,10 @@ class Trainer:
         if not params:
             raise ValueError("nothing to train: every circuit parameter is frozen and train.lora is off")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
-        self.module, self.optimizer = self.accelerator.prepare(self.module, optimizer)
+        # A 4-bit backbone is already placed by its device_map and cannot be moved; its circuit went to the
+        # layer's device when it was attached.
+        place = not getattr(backbone, "is_loaded_in_4bit", False)
+        self.module, self.optimizer = self.accelerator.prepare(self.module, optimizer, device_placement=[place, place])
         # Stepped once per optimiser step ourselves: accelerate's scheduler wrapper rescales by process count.
         self.scheduler = make_scheduler(optimizer, cfg)
         self.params = params
