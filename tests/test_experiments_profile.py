@@ -76,3 +76,18 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="batch_sizes"):
         ProfileConfig(batch_sizes=[0])
     assert cli_main(["profile", "--model-config", "/nonexistent/config.json"]) == 2
+
+
+def test_peak_memory_is_per_configuration():
+    """A 100 MB tensor shows up in its own configuration's peak, and not in the next one's."""
+    from negotiax.experiments.memory import PeakMemory
+
+    with PeakMemory("cpu") as big:
+        x = torch.ones(25_000_000)  # 100 MB
+        del x
+    with PeakMemory("cpu") as small:
+        y = torch.ones(1000)
+        del y
+    assert big.reading.delta_bytes > 90 * 2**20
+    assert small.reading.delta_bytes < 20 * 2**20
+    assert big.reading.method == small.reading.method in ("rss_vmhwm_reset", "rss_psutil_sampled")

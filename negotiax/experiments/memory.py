@@ -2,11 +2,14 @@
 
 On CPU the peak resident set size (VmHWM) is a process-lifetime high-water mark. Linux lets a process reset
 it by writing "5" to /proc/self/clear_refs, so each configuration starts from the current RSS and its peak is
-read back from /proc/self/status. Where that is not possible (not Linux, or the reset is refused) a
+read back from /proc/self/status. Before the reset, freed heap memory is returned to the OS (gc, then
+glibc's malloc_trim), so a configuration is not charged with what an earlier one left cached. Where that is not possible (not Linux, or the reset is refused) a
 background thread samples psutil's RSS every few milliseconds instead; the report says which method ran.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,15 @@ def _status_kb(field: str) -> int | None:
     except OSError:
         return None
     return None
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS so the RSS reflects live memory (glibc only; else a no-op)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _reset_hwm() -> bool:
@@ -80,7 +92,9 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device)
-        elif _reset_hwm():
+            return self
+        _release_free_memory()
+        if _reset_hwm():
             self._start = _status_kb("VmRSS") * 1024
         else:
             self._sampler = _Sampler()
