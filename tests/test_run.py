@@ -26,7 +26,8 @@ def run_args(backbone, out, data_dir, cache):
             f"data.data_dir={data_dir}", "data.train_limit=16", "data.test_limit=3", "data.batch_size=2",
             "data.max_length=96", "train.steps=3", "train.save_every=2", "train.eval_holdout=2", "train.log_every=1",
             "train.progress=false", "generate.max_new_tokens=6", "generate.batch_size=4", "eval.n_boot=50",
-            "eval.max_offline_examples=3", f"eval.cache_path={cache}", "circuit.rank=4", "circuit.head_dim=4"]
+            "eval.max_offline_examples=3", f"eval.cache_path={cache}", "circuit.rank=4", "circuit.head_dim=4",
+            "eval.metrics=[refusal,lexical,mc,nll]", "eval.judges={}"]
 
 
 def test_run_writes_every_artefact_and_resumes(tiny_backbone, tmp_path, data_dir, caplog):
