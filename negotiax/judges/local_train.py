@@ -31,7 +31,7 @@ class TrainConfig:
     poolings: tuple[str, ...] = ("mean", "last", "answer-mean")
     max_tokens: int = 128
     max_context_tokens: int = 48
-    cs: tuple[float, ...] = (0.01, 0.1, 1.0)  # inverse L2 strengths tried for the logistic head
+    cs: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)  # inverse L2 strengths tried for the logistic head
     batch_size: int = 16
     seed: int = 0
     slice_size: int = 64  # test rows whose scores the card records, for the fast reproduction test
