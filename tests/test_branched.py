@@ -145,3 +145,17 @@ def test_branched_lm_scores_the_combined_distribution(smol_tokenizer):
         expected = torch.log_softmax(torch.stack(parts).sum(0), -1)
         assert not a.branches
     torch.testing.assert_close(combined, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_identity_branched_equals_base(smollm2):
+    """The real model: an untrained pathways circuit decoded by branches is the base model's greedy text."""
+    model, tokenizer = smollm2
+    from negotiax.data import format_prompt
+
+    texts = [format_prompt(tokenizer, p) for p in ("Name a primary colour.", "What is 2 + 2?")]
+    base = greedy_generate(model, tokenizer, texts, max_new_tokens=8).tokens
+    with attach(model, CircuitConfig(variant="pathways", rank=8)) as a:
+        out = branched_generate(model, tokenizer, texts, a, max_new_tokens=8)
+    assert out.result.tokens == base
+    assert out.token_counts == [len(t) for t in base] and all(0 < n <= 8 for n in out.token_counts)
