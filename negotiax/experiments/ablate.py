@@ -19,7 +19,7 @@ from pathlib import Path
 from ..attach import Attachment
 from ..config import load_config
 from ..recipe import Recipe, load_recipe
-from .common import add_config_arguments, clean, markdown_table, pyplot, write_csv, write_json
+from .common import add_config_arguments, overrides_from, clean, markdown_table, pyplot, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
@@ -266,12 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.recipe:
-        overrides.append(f"recipe={args.recipe}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    cfg = load_config(AblateConfig, args.config, overrides)
+    cfg = load_config(AblateConfig, args.config, overrides_from(args, recipe="recipe", output_dir="output_dir"))
     ablate(cfg)
     log.info("wrote %s", Path(cfg.output_dir) / "ablation.md")
     return 0

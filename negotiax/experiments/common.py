@@ -92,6 +92,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override settings, e.g. repeats=5")
 
 
+def overrides_from(args: argparse.Namespace, **flags: str) -> list[str]:
+    """The positional key=value overrides plus one `key=value` for each given flag (flag name -> config key)."""
+    overrides = list(args.overrides)
+    for flag, key in flags.items():
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{key}={value}")
+    return overrides
+
+
 def pyplot():
     """matplotlib with the headless Agg backend."""
     import matplotlib

@@ -20,7 +20,7 @@ from ..config import load_config
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
-from .common import add_config_arguments, clean, load_model, write_json
+from .common import add_config_arguments, overrides_from, clean, load_model, write_json
 from .interpret_plots import PLOTS
 from .probe import ProbeConfig, load_probes, measure
 
@@ -179,10 +179,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.circuit:
-        overrides.append(f"circuit_dir={args.circuit}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
+    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
     run_interpret(load_config(InterpretConfig, args.config, overrides))
     return 0

@@ -35,7 +35,7 @@ from ..branched import DecodeResult, decode, eos_ids
 from ..circuit import CircuitConfig
 from ..config import load_config
 from ..saving import load_circuit
-from .common import add_config_arguments, clean, load_model, markdown_table, model_from_config, write_json
+from .common import add_config_arguments, overrides_from, clean, load_model, markdown_table, model_from_config, write_json
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -290,12 +290,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.model_config:
-        overrides.append(f"model_config={args.model_config}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
-    cfg = load_config(ProfileConfig, args.config, overrides)
+    cfg = load_config(ProfileConfig, args.config, overrides_from(args, model_config="model_config", output_dir="output_dir"))
     result = clean(profile(cfg))
     out = Path(cfg.output_dir)
     write_json(result, out / "profile.json")

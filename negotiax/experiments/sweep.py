@@ -24,7 +24,7 @@ from ..attach import Attachment
 from ..config import load_config
 from ..data import DataConfig, Example
 from ..saving import load_circuit
-from .common import add_config_arguments, clean, load_model, pyplot, write_json
+from .common import add_config_arguments, overrides_from, clean, load_model, pyplot, write_json
 from .probe import HIGHER_IS_BETTER, ProbeConfig, load_probes, measure
 
 log = logging.getLogger(__name__)
@@ -194,10 +194,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    if args.circuit:
-        overrides.append(f"circuit_dir={args.circuit}")
-    if args.output_dir:
-        overrides.append(f"output_dir={args.output_dir}")
+    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
     run_sweep(load_config(SweepConfig, args.config, overrides))
     return 0
