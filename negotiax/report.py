@@ -74,13 +74,15 @@ def _plt():
 
 
 def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | None:
-    """Grouped bars per metric and system, with the bootstrap 95% interval as error bars."""
-    names = [n for n in next(iter(systems.values()), {}) if all(n in s for s in systems.values())]
-    names = [n for n in names if isinstance(systems[next(iter(systems))][n].get("value"), (int, float))]
+    """Grouped bars per headline metric (in %) and system, with the bootstrap 95% interval as error bars."""
+    first = next(iter(systems.values()), {})
+    # Headline percentages only: per-category breakdowns and NLL (another scale) stay in the table.
+    names = [n for n, m in first.items() if "/" not in n and str(m.get("unit", "")).startswith("%")
+             and all(isinstance(s.get(n, {}).get("value"), (int, float)) for s in systems.values())]
     if not names:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) * len(systems)), 4))
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.9 * len(names) * len(systems))), 4))
     width = 0.8 / len(systems)
     for j, (system, metrics) in enumerate(systems.items()):
         xs = [i + j * width for i in range(len(names))]

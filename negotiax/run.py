@@ -160,7 +160,8 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
              f"{recipe.circuit.layers or 'middle'}, rank {recipe.circuit.rank}, head {recipe.circuit.head_dim}, "
              f"objectives {', '.join(recipe.circuit.objectives)}.",
-             f"Training: {recipe.train.steps} steps, one batch of {recipe.data.batch_size} per objective per step.",
+             f"Training: {recipe.train.steps} steps, each with one batch per objective ({recipe.data.batch_size} "
+             f"sequences per objective, mixture weights {recipe.data.mixture_weights or 'equal'}).",
              f"Decoding: {json.dumps(recipe.generate.decoding())}; template {recipe.generate.template}.",
              "Judges: " + (", ".join(f"{k}={v}" for k, v in recipe.eval.judges.items()) or
                            "none configured; offline metrics only") + ". Local-judge figures are labelled as such.",
