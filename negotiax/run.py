@@ -14,7 +14,7 @@ import logging
 import platform
 import subprocess
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .cli import add_recipe_arguments
@@ -99,18 +99,19 @@ def run(recipe: Recipe) -> Path:
             model = _with_lora(model, run_dir)
             attachment = load_circuit(run_dir / "circuit", model)
         log.info("stage 2/4: generate (%s)", system)
+        # The preference beta steers a circuit; the base model has none, so its decoding ignores it.
+        gen_cfg = recipe.generate if attachment is not None else replace(recipe.generate, preference={})
         gen_path = run_dir / "generations" / f"{system}.jsonl"
-        rows = generate(model, tokenizer, examples, recipe.generate, gen_path,
-                        attachment=attachment)
+        rows = generate(model, tokenizer, examples, gen_cfg, gen_path, attachment=attachment)
         log.info("stage 3/4: evaluate (%s)", system)
         out_dir = run_dir / "eval" / system
-        key = _fingerprint(asdict(recipe.eval), asdict(recipe.generate), [r["id"] for r in rows],
+        key = _fingerprint(asdict(recipe.eval), asdict(gen_cfg), [r["id"] for r in rows],
                            hashlib.sha256(gen_path.read_bytes()).hexdigest())
         done = _stage_done(out_dir / "stage.json", key)
         if done is None:
             results[system] = evaluate(gen_path, tests, recipe.eval, model=model, tokenizer=tokenizer,
                                        attachment=attachment, out_dir=out_dir,
-                                       decoding=recipe.generate.decoding())
+                                       decoding=gen_cfg.decoding())
             _write_json(out_dir / "stage.json", {"key": key})
         else:
             log.info("%s already evaluated; reusing %s", system, out_dir / "results.json")

@@ -65,3 +65,13 @@ def test_run_writes_every_artefact_and_resumes(tiny_backbone, tmp_path, data_dir
 
 def test_run_rejects_base_variant(tmp_path):
     assert main(["run", "--config", "configs/quick.yaml", "circuit.variant=base", f"output_dir={tmp_path}"]) == 2
+
+
+def test_preference_applies_to_the_circuit_only(tiny_backbone, tmp_path, data_dir):
+    out = tmp_path / "run"
+    args = run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite") + ["generate.preference={harmless: 2.0}"]
+    assert main(args) == 0
+    base = json.loads((out / "eval" / "base" / "results.json").read_text())
+    trained = json.loads((out / "eval" / "negotiax" / "results.json").read_text())
+    assert base["decoding"]["preference"] == {}
+    assert trained["decoding"]["preference"] == {"harmless": 2.0}
