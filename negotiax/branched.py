@@ -151,6 +151,8 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device: torch.device | str
     """Left-padded (input_ids, attention_mask): new tokens then line up at the right edge."""
     if not prompts:
         raise ValueError("no prompts given")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -236,28 +238,3 @@ class BranchedLM(nn.Module):
         w = self.weights.to(logp.device).view(self.n, *([1] * (logp.dim() - 1)))
         return CausalLMOutput(logits=(logp * w).sum(0))
 
-
-def generate_branched(model: nn.Module, tokenizer, examples: list, cfg, attachment: Attachment) -> list[dict]:
-    """Rows like `negotiax.generate.generate` writes, decoded by branches (weights: softmax of cfg.preference).
-
-    `cfg` is a GenerationConfig; stop strings are not applied here (EOS ends a row).
-    """
-    from tqdm.auto import tqdm
-
-    from .data import format_prompt
-
-    beta = {**attachment.circuit.preference(), **(cfg.preference or {})}
-    weights = torch.softmax(torch.tensor([beta[o] for o in attachment.circuit.objectives]), 0).tolist()
-    eos = set(eos_ids(model, tokenizer))
-    rows = []
-    for b, start in enumerate(tqdm(range(0, len(examples), cfg.batch_size), desc="branched generate", disable=None)):
-        chunk = examples[start:start + cfg.batch_size]
-        texts = [format_prompt(tokenizer, ex.prompt, cfg.template) for ex in chunk]
-        out = branched_generate(model, tokenizer, texts, attachment, cfg.max_new_tokens, weights=weights,
-                                do_sample=cfg.do_sample, temperature=cfg.temperature,
-                                seed=cfg.seed + b if cfg.do_sample else None)
-        for ex, text, tokens in zip(chunk, out.texts, out.result.tokens):
-            rows.append({"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": text,
-                         "n_new_tokens": len(tokens), "finish_reason": "eos" if tokens and tokens[-1] in eos else "length",
-                         "category": ex.category})
-    return rows

@@ -19,19 +19,12 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
+from .data.records import sha256_file
 from .data.schema import Example
 from .eval_config import EvalConfig
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_generations(path: str | Path) -> list[dict]:

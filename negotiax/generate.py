@@ -19,36 +19,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .branched import branched_generate, encode_prompts, eos_ids
+from .data import format_prompt
 from .data.schema import Example
 from .generate_config import GenerationConfig
 
 log = logging.getLogger(__name__)
-
-
-def format_prompt(tokenizer, prompt: str, template: str = "auto") -> str:
-    """The data layer's prompt text: chat template or Alpaca, ending where the answer begins."""
-    from .data import format_prompt as data_format_prompt
-
-    return data_format_prompt(tokenizer, prompt, template=template)
-
-
-def encode_prompts(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Left-padded batch of formatted prompts (the template already holds any special tokens)."""
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # new tokens go on the right: prompts end flush
-    try:
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids = model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:
@@ -151,44 +127,50 @@ def _hf_generation_config(model, tokenizer, cfg: GenerationConfig):
 @torch.inference_mode()
 def generate_batch(model, tokenizer, texts: list[str], cfg: GenerationConfig, seed: int) -> list[tuple[str, int, str, int]]:
     """(output, n_new_tokens, finish_reason, n_prompt_tokens) for each prompt text."""
-    device = next(model.parameters()).device
-    enc = encode_prompts(tokenizer, texts).to(device)
+    ids, mask = encode_prompts(tokenizer, texts, next(model.parameters()).device)
     if cfg.do_sample:
         torch.manual_seed(seed)
     gen = _hf_generation_config(model, tokenizer, cfg)
     kwargs = {"tokenizer": tokenizer} if cfg.stop else {}
-    out = model.generate(**enc, generation_config=gen, **kwargs)
-    new = out[:, enc["input_ids"].shape[1]:].tolist()
-    eos = eos_ids(model, tokenizer)
-    prompt_lens = enc["attention_mask"].sum(1).tolist()
+    out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen, **kwargs)
+    new = out[:, ids.shape[1]:].tolist()
+    eos = set(eos_ids(model, tokenizer))
+    prompt_lens = mask.sum(1).tolist()
     return [(*finish_row(tokenizer, ids, eos, cfg.stop), int(n)) for ids, n in zip(new, prompt_lens)]
 
 
 def generate_branched_batch(model, tokenizer, texts: list[str], cfg: GenerationConfig, seed: int,
                             attachment) -> list[tuple[str, int, str, int]]:
     """The `branched` variant: per-objective branches combined at every step by the preference weights."""
-    from .branched import branched_generate
-
     if cfg.do_sample and cfg.top_p < 1:
         log.warning("branched decoding samples from the full combined distribution; top_p=%s is ignored", cfg.top_p)
     out = branched_generate(model, tokenizer, texts, attachment, cfg.max_new_tokens, do_sample=cfg.do_sample,
                             temperature=cfg.temperature, seed=seed if cfg.do_sample else None)
-    eos = eos_ids(model, tokenizer)
+    eos = set(eos_ids(model, tokenizer))
     lengths = [len(tokenizer(t, add_special_tokens=False).input_ids) for t in texts]
     return [(*finish_row(tokenizer, ids, eos, cfg.stop), n) for ids, n in zip(out.result.tokens, lengths)]
 
 
-def _batch_fn(attachment):
-    if attachment is not None and attachment.circuit.cfg.variant == "branched":
-        return lambda model, tokenizer, texts, cfg, seed: generate_branched_batch(model, tokenizer, texts, cfg, seed,
-                                                                                  attachment)
-    return generate_batch
+def _batch_fn(attachment, branched: bool | None):
+    if branched is None:
+        branched = attachment is not None and attachment.circuit.cfg.variant == "branched"
+    if not branched:
+        return generate_batch
+    if attachment is None:
+        raise ValueError("branched decoding needs an attached pathways or branched circuit")
+    return lambda model, tokenizer, texts, cfg, seed: generate_branched_batch(model, tokenizer, texts, cfg, seed,
+                                                                              attachment)
 
 
 def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | None = None,
-             out_path: str | Path | None = None, attachment=None) -> list[dict[str, Any]]:
-    """Generate an answer for every example; rows in example order. Resumes from `out_path` if it exists."""
+             out_path: str | Path | None = None, attachment=None, branched: bool | None = None) -> list[dict[str, Any]]:
+    """Generate an answer for every example; rows in example order. Resumes from `out_path` if it exists.
+
+    `branched=True` decodes the attached pathways by per-objective branches (default: only for a circuit of
+    the `branched` variant), e.g. a `pathways` circuit evaluated as the branched baseline.
+    """
     cfg = cfg or GenerationConfig()
+    batch_fn = _batch_fn(attachment, branched)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
@@ -212,7 +194,7 @@ def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | 
             todo = [i for i in batch if examples[i].id not in done]
             if not todo:
                 continue
-            results = _batch_fn(attachment)(model, tokenizer, [texts[i] for i in todo], cfg, cfg.seed + b)
+            results = batch_fn(model, tokenizer, [texts[i] for i in todo], cfg, cfg.seed + b)
             for i, (output, n_new, reason, n_prompt) in zip(todo, results):
                 ex = examples[i]
                 done[ex.id] = {"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": output,

@@ -71,7 +71,7 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
 # ---------------------------------------------------------------- log-likelihood metrics
 
 def _context(tokenizer, prompt: str, template: str) -> str:
-    from .generate import format_prompt
+    from .data import format_prompt
 
     return format_prompt(tokenizer, prompt, template)
 

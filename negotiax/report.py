@@ -58,10 +58,11 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
 
 
 def _plt():
@@ -94,10 +95,7 @@ def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | No
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_title("Offline and judge metrics (95% bootstrap intervals)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_training(rows: list[dict], path: Path) -> Path | None:
@@ -120,10 +118,7 @@ def plot_training(rows: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("response cross-entropy")
     ax.set_title("Training curves per objective")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_negotiation(alpha: dict[str, dict[str, float]], path: Path) -> Path | None:
@@ -145,10 +140,7 @@ def plot_negotiation(alpha: dict[str, dict[str, float]], path: Path) -> Path | N
     ax.set_ylabel("prompt type")
     ax.set_title("Mean negotiation weight α")
     fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _data_uri(path: Path) -> str:

@@ -68,6 +68,7 @@ def run(recipe: Recipe) -> Path:
     """Train -> generate (base and trained) -> evaluate -> report, in recipe.output_dir; returns the report path."""
     from .backbone import load_backbone
     from .data import format_prompt, load_test_sets
+    from .data.records import sha256_file
     from .evaluate import evaluate
     from .generate import generate
     from .negotiation import alpha_by_group
@@ -106,7 +107,7 @@ def run(recipe: Recipe) -> Path:
         log.info("stage 3/4: evaluate (%s)", system)
         out_dir = run_dir / "eval" / system
         key = _fingerprint(asdict(recipe.eval), asdict(gen_cfg), [r["id"] for r in rows],
-                           hashlib.sha256(gen_path.read_bytes()).hexdigest())
+                           sha256_file(gen_path))
         done = _stage_done(out_dir / "stage.json", key)
         if done is None:
             results[system] = evaluate(gen_path, tests, recipe.eval, model=model, tokenizer=tokenizer,

@@ -87,7 +87,6 @@ def test_resume_after_interruption_gives_the_same_file(tiny, smol_tokenizer, tmp
     calls, real, fail = [], G.generate_batch, True
 
     def interrupted(model, tokenizer, texts, cfg, seed):
-        nonlocal fail
         calls.append(len(texts))
         if len(calls) == 2 and fail:
             raise Interrupted  # the run dies after the first batch

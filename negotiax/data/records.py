@@ -6,6 +6,7 @@ file's first data row after the header).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import re
@@ -186,6 +187,15 @@ def parse_rows(rows: list[dict | BadRow], where: str, parse: RowParser, skip_bad
 
 
 _SPACE = re.compile(r"\s+")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in blocks (data files are recorded with their hashes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def normalize_prompt(prompt: str) -> str:

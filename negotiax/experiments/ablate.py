@@ -110,18 +110,15 @@ def _circuit_dir(entry: Entry, recipe: Recipe, cfg: AblateConfig) -> Path | None
 
 def _generate_and_score(model, tokenizer, entry: Entry, recipe: Recipe, attachment: Attachment | None,
                         tests: dict, run_dir: Path) -> dict:
-    from ..branched import BranchedLM, generate_branched
+    from ..branched import BranchedLM
     from ..evaluate import evaluate
     from ..generate import generate
 
     examples = [ex for objective in tests for ex in tests[objective]]
-    if entry.circuit["variant"] == "branched":
-        rows = generate_branched(model, tokenizer, examples, recipe.generate, attachment)
-        scorer = BranchedLM(model, attachment)
-        (run_dir / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    else:
-        rows = generate(model, tokenizer, examples, recipe.generate, run_dir / "generations.jsonl", attachment=attachment)
-        scorer = model
+    branched = entry.circuit["variant"] == "branched"
+    rows = generate(model, tokenizer, examples, recipe.generate, run_dir / "generations.jsonl", attachment=attachment,
+                    branched=branched)
+    scorer = BranchedLM(model, attachment) if branched else model
     return evaluate(rows, tests, recipe.eval, model=scorer, tokenizer=tokenizer, attachment=attachment,
                     out_dir=run_dir / "eval", decoding=recipe.generate.decoding())
 

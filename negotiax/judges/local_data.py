@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.records import normalize_prompt
+
 PKU = "beavertails/pku_saferlhf"
 SAFETY_TRAIN_FILES = (
     f"{PKU}/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl",
@@ -21,15 +23,6 @@ SAFETY_TRAIN_FILES = (
 SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
 TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
 _QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
-
-
-def normalise(prompt: str) -> str:
-    """Prompt identity for overlap checks: case and whitespace do not make a prompt new."""
-    return " ".join(prompt.lower().split())
-
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -51,7 +44,7 @@ def _need(path: Path) -> Path:
 
 
 def _row(prompt: str, response: str, unsafe: bool, source: str) -> dict:
-    return {"context": prompt, "answer": response, "label": int(unsafe), "group": normalise(prompt),
+    return {"context": prompt, "answer": response, "label": int(unsafe), "group": normalize_prompt(prompt),
             "source": source}
 
 

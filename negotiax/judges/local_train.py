@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.records import sha256_file
 from . import local_data as data
 from .local import TEMPLATE_OF, LocalHead, LocalJudge
 from .local_features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity
@@ -97,7 +98,7 @@ def _labels(rows) -> np.ndarray:
 
 
 def _files_card(data_dir: Path, names) -> list[dict]:
-    return [{"path": n, "sha256": data.sha256_file(Path(data_dir) / n)} for n in names]
+    return [{"path": n, "sha256": sha256_file(Path(data_dir) / n)} for n in names]
 
 
 def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
