@@ -1,7 +1,8 @@
 """The NegotiaX circuit: Module I (objective pathways) and Module II (negotiation).
 
 Plain `nn.Module`s, tensors in and tensors out; nothing here knows about Hugging Face.
-Both modules start as the identity: pathway outputs U and the negotiation's W_o are zero.
+The circuit starts as the identity through one zero factor, the pathways' U: the negotiation's values are
+the pathway deltas z_i - h, so they are zero too, and W_o can start small-random (DESIGN section 2).
 """
 from __future__ import annotations
 
@@ -95,28 +96,48 @@ class Pathways(nn.Module):
 
 
 class Negotiation(nn.Module):
-    """Module II: attention across the objective axis, per token; W_o zero so Delta = 0 at init."""
+    """Module II: attention across the objective axis, per token.
+
+    Queries and keys come from the full pathway states z_i (+ axis embeddings); values from the pathway
+    deltas z_i - h only, so Delta is a mixture of objective-specific updates that alpha and beta gate: no
+    term of h passes the negotiation untouched.
+    """
 
     def __init__(self, d: int, n: int, head_dim: int = 64, axis_embeddings: bool = True) -> None:
         super().__init__()
         self.k = head_dim
         self.axis = nn.Parameter(torch.randn(n, d) * 0.02) if axis_embeddings else None
         self.qkv = nn.Parameter(torch.randn(d, 3 * head_dim) / math.sqrt(d))  # [W_q | W_k | W_v]
-        self.out = nn.Parameter(torch.zeros(n * head_dim, d))  # W_o
+        # W_o small-random: the values (pathway deltas) are zero at init, so Delta = 0 all the same, and the
+        # pathways' U get gradient from the first step (two zero factors would stall it).
+        self.out = nn.Parameter(torch.randn(n * head_dim, d) / math.sqrt(n * head_dim))
 
-    def forward(self, z: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z: (B, S, N, d) pathway states; bias: (N,) preference beta. Returns (Delta, alpha)."""
+    def forward(self, z: torch.Tensor, deltas: torch.Tensor, bias: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z: (B, S, N, d) pathway states; deltas: z - h; bias: preference beta, (N,) or one row per
+        sequence (B, N). -inf mutes an objective; +inf gives the +inf objectives all the say.
+        Returns (Delta (B, S, d), alpha (B, S, N))."""
         if self.axis is not None:
             z = z + self.axis
-        q, k, v = (z @ self.qkv).split(self.k, dim=-1)  # each (B, S, N, k)
+        w_q, w_k, w_v = self.qkv.split(self.k, dim=-1)
+        q, k, v = z @ w_q, z @ w_k, deltas @ w_v  # each (B, S, N, k)
+        if bias.dim() == 2:  # one preference per sequence: broadcast over positions and queries
+            bias = bias[:, None, None, :]
         muted = torch.isneginf(bias)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.k) + bias  # bias on the key axis
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.k) + bias.masked_fill(torch.isposinf(bias), 0.0)
+        forced = torch.isposinf(bias)
+        if forced.any():  # beta = +inf: attention only to the forced keys (uniform among them if several)
+            rows = forced.expand_as(logits).any(-1, keepdim=True)
+            logits = torch.where(rows & ~forced, torch.full_like(logits, float("-inf")), logits)
+            logits = torch.where(rows & forced, torch.zeros_like(logits), logits)
+        logits = logits.masked_fill(muted, float("-inf"))
         attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all muted -> zeros, not NaN
         mixed = attn @ v  # (B, S, N, k)
-        keep = (~muted).to(attn.dtype)
         # A muted objective also loses its query row: its pathway contributes nothing at all.
-        mixed = mixed * keep[:, None]
-        alpha = (attn * keep[:, None]).sum(-2) / keep.sum().clamp(min=1)  # mean over live queries
+        keep = (~muted).to(attn.dtype)
+        keep = keep[:, None] if keep.dim() == 1 else keep.transpose(-1, -2)  # (N, 1) or (B, 1, N, 1): per query
+        mixed = mixed * keep
+        alpha = (attn * keep).sum(-2) / keep.sum(-2).clamp(min=1)  # mean over live queries
         return mixed.flatten(-2) @ self.out, alpha
 
 
@@ -143,9 +164,11 @@ class SiteCircuit(nn.Module):
             return SiteOutput(h + deltas[..., branch, :], None, drift)
         if self.negotiation is None:  # pathways: fixed uniform fusion over live objectives
             keep = (~torch.isneginf(self.bias)).to(h.dtype)
-            fused = (deltas * keep[:, None]).sum(-2) / keep.sum().clamp(min=1)
+            if keep.dim() == 2:  # (B, N): one preference per sequence
+                keep = keep[:, None, :]
+            fused = (deltas * keep[..., None]).sum(-2) / keep.sum(-1, keepdim=True).clamp(min=1)
             return SiteOutput(h + fused, None, drift)
-        delta, alpha = self.negotiation(h.unsqueeze(-2) + deltas, self.bias)
+        delta, alpha = self.negotiation(h.unsqueeze(-2) + deltas, deltas, self.bias)
         return SiteOutput(h + delta, alpha, drift)
 
 
@@ -168,17 +191,39 @@ class Circuit(nn.Module):
             raise ValueError(f"unknown objective {objective!r}; this circuit has {self.cfg.objectives}")
         return self.cfg.objectives.index(objective)
 
-    def set_preference(self, beta: dict[str, float] | None = None) -> None:
-        """Inference-time preference: beta per objective (0 default, -inf mutes); unnamed ones reset to 0."""
+    def preference_vector(self, beta: dict[str, float] | None = None) -> torch.Tensor:
+        """beta as an (N,) tensor in objective order; unnamed objectives are 0. NaN is refused."""
         values = torch.zeros(self.cfg.n_objectives)
         for name, value in (beta or {}).items():
+            if math.isnan(float(value)):
+                raise ValueError(f"preference for {name!r} is NaN; give a number, -inf (mute) or +inf")
             values[self.index(name)] = float(value)
+        return values
+
+    def set_preference(self, beta: dict[str, float] | list[dict[str, float]] | None = None) -> None:
+        """Inference-time preference: beta per objective (0 default, -inf mutes, +inf forces); unnamed ones
+        reset to 0. A list gives one preference per sequence of the next batches (row b of the batch gets
+        beta[b]), so requests with different trade-offs decode together."""
+        if isinstance(beta, (list, tuple)):
+            values = torch.stack([self.preference_vector(b) for b in beta])
+        else:
+            values = self.preference_vector(beta)
         for site in self.sites.values():
-            site.bias.copy_(values.to(site.bias.device))
+            site.bias = values.to(device=site.bias.device, dtype=site.bias.dtype)
 
     def preference(self) -> dict[str, float]:
+        """The shared preference; raises when a per-sequence preference is set (see `row_preferences`)."""
         bias = next(iter(self.sites.values())).bias
+        if bias.dim() != 1:
+            raise ValueError("this circuit has one preference per sequence; read row_preferences()")
         return {name: float(b) for name, b in zip(self.cfg.objectives, bias.tolist())}
+
+    def row_preferences(self) -> list[dict[str, float]] | None:
+        """The per-sequence preferences, or None when one preference is shared by every sequence."""
+        bias = next(iter(self.sites.values())).bias
+        if bias.dim() == 1:
+            return None
+        return [{name: float(b) for name, b in zip(self.cfg.objectives, row)} for row in bias.tolist()]
 
     def mute(self, *objectives: str) -> None:
         """Mute objectives (beta = -inf) on top of the current preference."""

@@ -114,5 +114,84 @@ def test_config_errors_name_the_option(bad):
 
 def test_negotiation_module_shapes():
     neg = Negotiation(16, 3, head_dim=8)
-    delta, alpha = neg(torch.randn(2, 4, 3, 16), torch.zeros(3))
+    delta, alpha = neg(torch.randn(2, 4, 3, 16), torch.randn(2, 4, 3, 16), torch.zeros(3))
     assert delta.shape == (2, 4, 16) and alpha.shape == (2, 4, 3)
+
+
+def reference_delta(site: SiteCircuit, h: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """DESIGN section 2 written out by hand, one token at a time (no batching tricks, no broadcasting)."""
+    neg, k = site.negotiation, site.negotiation.k
+    w_q, w_k, w_v = neg.qkv[:, :k], neg.qkv[:, k:2 * k], neg.qkv[:, 2 * k:]
+    deltas = site.pathways.deltas(h)
+    out = torch.zeros_like(h)
+    for b in range(h.shape[0]):
+        for s in range(h.shape[1]):
+            z = h[b, s] + deltas[b, s] + neg.axis  # (N, d)
+            a = torch.softmax((z @ w_q) @ (z @ w_k).t() / math.sqrt(k) + beta, dim=-1)
+            v = deltas[b, s] @ w_v  # values from the pathway deltas only
+            out[b, s] = (a @ v).flatten() @ neg.out
+    return out
+
+
+def test_values_carry_only_pathway_deltas():
+    site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4))
+    perturb(site)
+    h = torch.randn(2, 3, 16)
+    beta = torch.tensor([0.5, -1.0, 2.0])
+    site.bias = beta.clone()
+    assert torch.allclose(site(h).hidden - h, reference_delta(site, h, beta), atol=1e-5)
+    # With every pathway at zero, Delta is zero whatever W_q/W_k/W_v/W_o and beta are: no shared adapter.
+    with torch.no_grad():
+        site.pathways.up.zero_()
+    assert torch.equal(site(h).hidden, h)
+
+
+def test_untrained_circuit_gives_pathways_gradient_at_step_zero():
+    site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4))  # U = 0, W_o small-random
+    h = torch.randn(2, 5, 16)
+    assert torch.equal(site(h).hidden, h)
+    site(h).hidden.pow(2).sum().backward()
+    assert site.pathways.up.grad.abs().sum() > 0
+    assert site.negotiation.out.abs().sum() > 0
+
+
+def test_positive_infinity_gives_exactly_that_objectives_update():
+    circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0])
+    perturb(circuit)
+    site = circuit.sites["0"]
+    h = torch.randn(2, 5, 16)
+    circuit.set_preference({"harmless": float("inf")})
+    out = site(h)
+    assert torch.equal(out.alpha[..., 1], torch.ones(2, 5))
+    k = site.negotiation.k
+    v = site.pathways.deltas(h)[..., 1, :] @ site.negotiation.qkv[:, 2 * k:]  # objective 1's value
+    expected = torch.cat([v] * 3, dim=-1) @ site.negotiation.out  # every query takes objective 1's value
+    assert torch.allclose(out.hidden - h, expected, atol=1e-5)
+    with torch.no_grad():  # the other objectives' pathways no longer matter
+        site.pathways.up[0].add_(1.0)
+        site.pathways.up[2].add_(1.0)
+    assert torch.allclose(site(h).hidden, out.hidden, atol=1e-6)
+
+
+def test_preference_per_sequence_matches_each_sequence_alone():
+    circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0])
+    perturb(circuit)
+    site = circuit.sites["0"]
+    h = torch.randn(4, 5, 16)
+    prefs = [{}, {"harmless": 2.0}, {"helpful": float("-inf")}, {"honest": float("inf"), "helpful": -1.0}]
+    circuit.set_preference(prefs)
+    assert circuit.row_preferences()[1]["harmless"] == 2.0
+    batched = site(h)
+    for b, pref in enumerate(prefs):
+        circuit.set_preference(pref)
+        alone = site(h[b:b + 1])
+        assert torch.allclose(batched.hidden[b], alone.hidden[0], atol=1e-6)
+        assert torch.allclose(batched.alpha[b], alone.alpha[0], atol=1e-6)
+
+
+def test_preference_rejects_nan_and_unknown_objectives():
+    circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0])
+    with pytest.raises(ValueError, match="NaN"):
+        circuit.set_preference({"harmless": float("nan")})
+    with pytest.raises(ValueError, match="unknown objective"):
+        circuit.set_preference({"kind": 1.0})
