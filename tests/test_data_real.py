@@ -5,6 +5,7 @@ import csv
 
 import pytest
 
+from negotiax.data.config import PKU_SAFE_TRAIN
 from negotiax.data import (DataConfig, load_alpaca, load_alpaca_eval, load_beavertails, load_beavertails_eval,
                            load_pku_dpo, load_pku_pairs, load_pku_raw, load_test_sets, load_train_sets,
                            load_truthfulqa, benign_prompts, normalize_prompt, split_questions)
@@ -94,6 +95,13 @@ def test_train_sets_drop_test_prompts(train_sets, test_sets, data_dir):
     for objective, examples in train_sets.items():
         assert examples and all(ex.response for ex in examples)
         assert not {normalize_prompt(ex.prompt) for ex in examples} & blocked, objective
+    # The default harmless data is the safety-tuned-llamas file alone (the PKU files belong to the judge).
+    assert list(train_sets.stats["harmless"]["files"]) == ["safety_tuned_llamas/safety_only_data_Instructions.json"]
+
+
+def test_pku_train_sources_drop_test_prompts_and_unsafe_answers(test_sets, data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["harmless"], train={"harmless": PKU_SAFE_TRAIN})
+    train_sets = load_train_sets(cfg, test_sets)
     harmless = train_sets.stats["harmless"]["files"]
     # DESIGN.md §4: PKU prompts that also occur in the BeaverTails 30k_test are dropped and counted.
     dropped = {name.rsplit("/", 1)[-1]: f["test_overlap_dropped"] for name, f in harmless.items()}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 from negotiax import CircuitConfig, attach
 from negotiax.circuit import SiteOutput
-from negotiax.train.losses import (circuit_overlap, loss_terms, pathway_drift, response_ce, routing_ce,
+from negotiax.train.losses import (circuit_overlap, loss_terms, pathway_drift, prediction_mask, response_ce, routing_ce,
                                    subspace_overlap)
 
 
@@ -52,6 +52,13 @@ def test_routing_ce_averages_alpha_over_response_tokens_only():
     assert math.isclose(float(routing_ce(alpha, mask, 1)), -math.log(0.25), rel_tol=1e-6)
 
 
+def test_prediction_mask_covers_the_decision_position_and_not_the_last_answer_token():
+    labels = torch.tensor([[-100, -100, -100, 7, 8, 9, -100], [-100, 5, 6, -100, -100, -100, -100]])
+    expected = torch.tensor([[False, False, True, True, True, False, False],  # position 2 predicts token 7
+                             [True, True, False, False, False, False, False]])
+    assert torch.equal(prediction_mask(labels), expected)
+
+
 def test_pathway_drift_reads_masked_tokens_and_averages_sites():
     drift_a = torch.tensor([[1.0, 2.0, 3.0]])
     drift_b = torch.tensor([[3.0, 4.0, 5.0]])
@@ -80,7 +87,10 @@ def test_fresh_circuit_has_zero_drift_and_terms_are_weighted():
     assert float(terms["drift"].detach()) == 0.0  # U = 0: every pathway equals the shared state
     assert torch.allclose(terms["orth"], 0.1 * circuit_overlap(attachment.circuit))
     alpha = attachment.alpha()
-    assert torch.allclose(terms["route"], 0.5 * routing_ce(alpha, labels != -100, 1))
+    # The routing term reads alpha where response tokens are predicted: one position earlier than the labels.
+    shifted = torch.zeros_like(labels, dtype=torch.bool)
+    shifted[:, :-1] = labels[:, 1:] != -100
+    assert torch.allclose(terms["route"], 0.5 * routing_ce(alpha, shifted, 1))
     assert torch.allclose(terms["loss"], terms["ce"] + terms["route"] + terms["drift"] + terms["orth"])
     no_route = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 1, **kw)
     assert "route" not in no_route

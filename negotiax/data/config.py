@@ -52,19 +52,22 @@ def _src(**kw) -> dict:
 
 DEFAULT_TRAIN = {
     "helpful": [_src(path="alpaca/alpaca_small_2000.json", format="alpaca", hub="tatsu-lab/alpaca")],
+    # Harmful instruction -> safe (mostly refusing) answer. The PKU-SafeRLHF files are kept out of the
+    # policy's default data: the local safety judge trains on them, and a judge never grades with what the
+    # policy learnt from (DESIGN section 5). `PKU_SAFE_TRAIN` adds their safe responses when asked for.
     "harmless": [
         _src(path="safety_tuned_llamas/safety_only_data_Instructions.json", format="alpaca",
              hub="PKU-Alignment/BeaverTails", hub_split="30k_train", hub_format="beavertails"),
-        _src(path="beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl", format="pku_raw",
-             optional=True),
-        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
-             format="pku_pairs", optional=True),
-        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo",
-             optional=True),
     ],
     "honest": [_src(path="truthfulqa/TruthfulQA.csv", format="truthfulqa", part="train",
                     hub="truthfulqa/truthful_qa", hub_config="generation", hub_split="validation")],
 }
+PKU_SAFE_TRAIN = [
+    _src(path="beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl", format="pku_raw", optional=True),
+    _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl", format="pku_pairs",
+         optional=True),
+    _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo", optional=True),
+]
 DEFAULT_TEST = {
     "helpful": _src(path="alpaca_eval/text_davinci_003_model_outputs.json", format="alpaca_eval",
                     hub="tatsu-lab/alpaca_eval", hub_config="alpaca_eval", hub_split="eval"),

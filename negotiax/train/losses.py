@@ -19,6 +19,15 @@ def response_mask(labels: torch.Tensor) -> torch.Tensor:
     return labels != IGNORE
 
 
+def prediction_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True at the positions that predict a response token: the decision position (the last prompt token,
+    which predicts the first answer token) and every answer token but the last. These are where the circuit
+    shapes the answer, so the routing loss reads alpha there; the shared chat-template tokens never count."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = labels[:, 1:] != IGNORE
+    return mask
+
+
 def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy averaged over the batch's response tokens."""
     shift_logits = logits[:, :-1].float()
@@ -30,9 +39,10 @@ def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8) -> torch.Tensor:
-    """CE between the negotiation weights averaged over response tokens (alpha_bar) and the batch's objective.
+    """CE between the negotiation weights averaged over the masked tokens (alpha_bar) and the batch's objective.
 
-    alpha: (B, S, N) from Attachment.alpha(); mask: (B, S) response tokens. alpha_bar sums to one, so the
+    alpha: (B, S, N) from Attachment.alpha(); mask: (B, S), the positions that predict response tokens
+    (`prediction_mask`). alpha_bar sums to one, so the
     loss is -log alpha_bar[objective]: the circuit learns to give this batch's objective the most say.
     """
     weights = mask.to(alpha.dtype).unsqueeze(-1)
@@ -75,7 +85,7 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     mask = response_mask(labels)
     terms = {"ce": response_ce(logits, labels)}
     if alpha is not None and lambda_route > 0:
-        terms["route"] = lambda_route * routing_ce(alpha, mask, objective)
+        terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective)
     if lambda_ref > 0:
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)

@@ -49,11 +49,22 @@ def train_from_recipe(recipe: Recipe) -> Path:
     attachment = attach(model, recipe.circuit)  # built after seeding: the same init on every (re)start
     source, eval_batches = build_data(recipe, tokenizer, attachment.circuit.objectives)
     trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
-                      eval_batches=eval_batches, config_record=asdict(recipe))
+                      eval_batches=eval_batches, config_record=asdict(recipe),
+                      loss_weights=loss_weights(recipe.data.mixture_weights, attachment.circuit.objectives))
     summary = trainer.train()
     if summary.get("eval_ce_after"):
         log.info("held-out response CE before %s after %s", summary["eval_ce_before"], summary["eval_ce_after"])
     return run_dir
+
+
+def loss_weights(mixture: dict[str, float] | None, objectives: list[str]) -> dict[str, float]:
+    """Each objective's loss weight: its mixture weight, normalised so the weights average 1 over the
+    circuit's objectives (so the total loss keeps its scale); all 1 without mixture weights."""
+    if not mixture:
+        return {o: 1.0 for o in objectives}
+    raw = {o: float(mixture.get(o, 1.0)) for o in objectives}
+    mean = sum(raw.values()) / len(raw)
+    return {o: w / mean for o, w in raw.items()}
 
 
 def build_data(recipe: Recipe, tokenizer, objectives: list[str]):

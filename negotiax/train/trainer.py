@@ -61,7 +61,8 @@ class Trainer:
     def __init__(self, backbone: nn.Module, attachment: Attachment, cfg: TrainConfig, source: StepSource,
                  run_dir: str | Path, *, seed: int = 0, eval_batches: dict[str, list[Batch]] | None = None,
                  callbacks: list[Callable[["Trainer", int], None]] | None = None,
-                 accelerator: Accelerator | None = None, config_record: dict | None = None) -> None:
+                 accelerator: Accelerator | None = None, config_record: dict | None = None,
+                 loss_weights: dict[str, float] | None = None) -> None:
         if attachment.circuit.cfg.variant == "base":
             raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
         self.cfg = cfg
@@ -72,6 +73,12 @@ class Trainer:
         self.callbacks = list(callbacks or [])
         self.config_record = config_record or {}
         self.circuit = attachment.circuit
+        # Per-objective loss weights (the data mixture's weights, normalised to mean 1); missing ones are 1.
+        unknown = set(loss_weights or {}) - set(self.circuit.objectives)
+        if unknown:
+            raise ValueError(f"loss weights for {sorted(unknown)}, which this circuit does not have "
+                             f"(objectives: {self.circuit.objectives})")
+        self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.circuit.objectives}
         self.backbone = backbone
         self.accelerator = accelerator or Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision))
         self.module = CircuitTrainModule(backbone, attachment, cfg)
@@ -182,7 +189,7 @@ class Trainer:
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.step + 1}, objective {objective!r}, terms {bad} "
                     f"({', '.join(f'{n}={values[n]}' for n in bad)}); {self._last_good()}")
-            self.accelerator.backward(terms["loss"] / divisor)
+            self.accelerator.backward(terms["loss"] * self.loss_weights[objective] / divisor)
         return values
 
     def _last_good(self) -> str:
