@@ -112,10 +112,12 @@ class Negotiation(nn.Module):
         # pathways' U get gradient from the first step (two zero factors would stall it).
         self.out = nn.Parameter(torch.randn(n * head_dim, d) / math.sqrt(n * head_dim))
 
-    def forward(self, z: torch.Tensor, deltas: torch.Tensor, bias: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, deltas: torch.Tensor, bias: torch.Tensor,
+                route: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z: (B, S, N, d) pathway states; deltas: z - h; bias: preference beta, (N,) or one row per
         sequence (B, N). -inf mutes an objective; +inf gives the +inf objectives all the say.
+        route (training only, (B,) objective index or -1): rows >= 0 mix that objective's value alone
+        (teacher-forced routing) while alpha still reports the negotiation's own weights.
         Returns (Delta (B, S, d), alpha (B, S, N))."""
         if self.axis is not None:
             z = z + self.axis
@@ -132,7 +134,11 @@ class Negotiation(nn.Module):
             logits = torch.where(rows & forced, torch.zeros_like(logits), logits)
         logits = logits.masked_fill(muted, float("-inf"))
         attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all muted -> zeros, not NaN
-        mixed = attn @ v  # (B, S, N, k)
+        mix = attn
+        if route is not None:
+            forced = F.one_hot(route.clamp(min=0), attn.shape[-1]).to(attn.dtype)[:, None, None, :]
+            mix = torch.where((route >= 0)[:, None, None, None], forced.expand_as(attn), attn)
+        mixed = mix @ v  # (B, S, N, k)
         # A muted objective also loses its query row: its pathway contributes nothing at all.
         keep = (~muted).to(attn.dtype)
         keep = keep[:, None] if keep.dim() == 1 else keep.transpose(-1, -2)  # (N, 1) or (B, 1, N, 1): per query
@@ -156,6 +162,7 @@ class SiteCircuit(nn.Module):
             self.negotiation = Negotiation(d, n, cfg.head_dim, axis_embeddings=not cfg.generic)
             self.negotiation.qkv.requires_grad_(not cfg.frozen)
         self.register_buffer("bias", torch.zeros(n), persistent=False)  # preference beta
+        self.route: torch.Tensor | None = None  # teacher-forced routing per row, set by the trainer only
 
     def forward(self, h: torch.Tensor, branch: int | None = None) -> SiteOutput:
         deltas = self.pathways.deltas(h)  # (B, S, N, d)
@@ -168,7 +175,7 @@ class SiteCircuit(nn.Module):
                 keep = keep[:, None, :]
             fused = (deltas * keep[..., None]).sum(-2) / keep.sum(-1, keepdim=True).clamp(min=1)
             return SiteOutput(h + fused, None, drift)
-        delta, alpha = self.negotiation(h.unsqueeze(-2) + deltas, deltas, self.bias)
+        delta, alpha = self.negotiation(h.unsqueeze(-2) + deltas, deltas, self.bias, self.route)
         return SiteOutput(h + delta, alpha, drift)
 
 
@@ -230,6 +237,12 @@ class Circuit(nn.Module):
         beta = self.preference()
         beta.update({o: float("-inf") for o in objectives})
         self.set_preference(beta)
+
+    def force_route(self, route: torch.Tensor | None) -> None:
+        """Training only: rows b with route[b] = j >= 0 mix objective j's update alone (teacher-forced
+        routing); None restores the negotiation's own mixing."""
+        for site in self.sites.values():
+            site.route = None if route is None else route.to(site.bias.device)
 
     def num_trainable(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

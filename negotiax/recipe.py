@@ -10,12 +10,14 @@ from .config import load_config
 from .data.config import DataConfig
 from .eval_config import EvalConfig
 from .generate_config import GenerationConfig
+from .run_config import RunConfig
 from .train.config import TrainConfig
 
 
 @dataclass
 class Recipe:
-    """model + circuit + data + train + generate + eval, and where the run writes."""
+    """model + circuit + data + train + generate + eval (+ the systems `negotiax run` compares), and where
+    the run writes."""
 
     name: str = "negotiax"
     output_dir: str = "runs/negotiax"
@@ -26,6 +28,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerationConfig = field(default_factory=GenerationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:

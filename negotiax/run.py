@@ -24,6 +24,8 @@ from .recipe import Recipe, load_recipe
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("base", "negotiax")
+# The prompts of each objective's test set, named for what they are.
+PROMPT_GROUPS = {"harmless": "harmful", "helpful": "benign", "honest": "honest"}
 PACKAGES = ("negotiax", "torch", "transformers", "accelerate", "peft", "safetensors", "datasets", "openai")
 
 
@@ -65,17 +67,18 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def run(recipe: Recipe) -> Path:
-    """Train -> generate (base and trained) -> evaluate -> report, in recipe.output_dir; returns the report path."""
+    """Train -> generate (base, trained, and any baselines in run.compare) -> evaluate -> report, in
+    recipe.output_dir; returns the report path."""
     from .backbone import load_backbone
-    from .data import format_prompt, load_test_sets
+    from .data import load_test_sets
     from .data.records import sha256_file
     from .evaluate import evaluate
-    from .generate import generate
-    from .negotiation import alpha_by_group
+    from .generate import generate, preference
+    from .negotiation import NEGOTIATING, negotiation_profile, summarize
     from .report import write_report
     from .saving import load_circuit
     from .train.metrics import read_metrics
-    from .train.pipeline import train_from_recipe
+    from .train.pipeline import sft_lora_recipe, train_from_recipe
 
     if recipe.circuit.variant in ("base", "branched"):
         raise ValueError(f"circuit.variant={recipe.circuit.variant}: `negotiax run` compares a trained circuit "
@@ -88,45 +91,70 @@ def run(recipe: Recipe) -> Path:
 
     log.info("stage 1/4: train")
     train_from_recipe(recipe)
+    baselines = {"sft-lora": sft_lora_recipe(recipe)} if "sft-lora" in recipe.run.compare else {}
+    for name, baseline in baselines.items():
+        log.info("stage 1/4: train (%s)", name)
+        train_from_recipe(baseline)
 
     model, tokenizer = load_backbone(recipe.model)
     tests = load_test_sets(recipe.data)
     examples = [ex for objective in tests for ex in tests[objective]]
     log.info("test examples: %s", {k: len(v) for k, v in tests.items()})
 
-    results, attachment = {}, None
-    for system in SYSTEMS:
-        if system == "negotiax":  # the same backbone object, now with the trained circuit (and LoRA) on
-            model = _with_lora(model, run_dir)
+    results, attachment, rows = {}, None, []
+    # base first (the bare backbone), then the baselines (each on its own copy), the circuit last: it
+    # attaches to the same backbone object, which then stays attached for the negotiation readings.
+    for system in ["base", *baselines, "negotiax"]:
+        system_model = model
+        if system in baselines:
+            system_model = _with_lora(load_backbone(recipe.model)[0], Path(baselines[system].output_dir))
+        elif system == "negotiax":
+            model = system_model = _with_lora(model, run_dir)
             attachment = load_circuit(run_dir / "circuit", model)
         log.info("stage 2/4: generate (%s)", system)
-        # The preference beta steers a circuit; the base model has none, so its decoding ignores it.
-        gen_cfg = recipe.generate if attachment is not None else replace(recipe.generate, preference={})
+        # The preference beta steers a circuit; the other systems have none, so their decoding ignores it.
+        gen_cfg = recipe.generate if system == "negotiax" else replace(recipe.generate, preference={})
         gen_path = run_dir / "generations" / f"{system}.jsonl"
-        rows = generate(model, tokenizer, examples, gen_cfg, gen_path, attachment=attachment)
+        rows = generate(system_model, tokenizer, examples, gen_cfg, gen_path,
+                        attachment=attachment if system == "negotiax" else None)
         log.info("stage 3/4: evaluate (%s)", system)
         out_dir = run_dir / "eval" / system
         key = _fingerprint(asdict(recipe.eval), asdict(gen_cfg), [r["id"] for r in rows],
                            sha256_file(gen_path))
         done = _stage_done(out_dir / "stage.json", key)
         if done is None:
-            results[system] = evaluate(gen_path, tests, recipe.eval, model=model, tokenizer=tokenizer,
-                                       attachment=attachment, out_dir=out_dir,
-                                       decoding=gen_cfg.decoding())
+            with preference(attachment if system == "negotiax" else None, gen_cfg.preference):
+                results[system] = evaluate(gen_path, tests, recipe.eval, model=system_model, tokenizer=tokenizer,
+                                           attachment=attachment if system == "negotiax" else None,
+                                           out_dir=out_dir, decoding=gen_cfg.decoding())
             _write_json(out_dir / "stage.json", {"key": key})
         else:
             log.info("%s already evaluated; reusing %s", system, out_dir / "results.json")
             results[system] = json.loads((out_dir / "results.json").read_text())
+        if system_model is not model:
+            del system_model
 
     log.info("stage 4/4: report")
     alpha = {}
-    if recipe.circuit.variant in ("mac", "negotiax"):
-        groups = {f"{o} prompts": [format_prompt(tokenizer, ex.prompt, recipe.generate.template) for ex in exs]
-                  for o, exs in tests.items()}
-        alpha = alpha_by_group(model, tokenizer, attachment, groups, batch_size=recipe.eval.batch_size)
+    if recipe.circuit.variant in NEGOTIATING:
+        # alpha under the preference the answers were generated with, on the circuit's own answers.
+        outputs = {r["id"]: r["output"] for r in rows}
+        profiles = {}
+        with preference(attachment, recipe.generate.preference):
+            for objective, exs in tests.items():
+                exs = [ex for ex in exs if ex.id in outputs]
+                profiles[PROMPT_GROUPS.get(objective, objective)] = negotiation_profile(
+                    model, tokenizer, attachment, [ex.prompt for ex in exs], [outputs[ex.id] for ex in exs],
+                    recipe.generate.template, recipe.eval.batch_size)
+        expected = {PROMPT_GROUPS.get(o, o): o for o in tests}
+        alpha = summarize(profiles, expected, attachment.circuit.objectives)
         _write_json(run_dir / "negotiation.json", alpha)
     attachment.detach()
-    report = _write_run_report(recipe, run_dir, results, alpha, read_metrics(run_dir), started, write_report)
+    systems = ["base", "negotiax", *baselines]
+    training = {s: _train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
+                for s in systems if s != "base"}
+    report = _write_run_report(recipe, run_dir, {s: results[s] for s in systems}, alpha, read_metrics(run_dir),
+                               training, started, write_report)
     log.info("report: %s", report)
     return report
 
@@ -140,43 +168,55 @@ def _with_lora(model, run_dir: Path):
     return PeftModel.from_pretrained(model, str(run_dir / "lora")).eval()
 
 
-def _examples(run_dir: Path, per_objective: int = 2) -> list[dict]:
-    """A few prompts with both systems' answers side by side."""
+def _train_summary(run_dir: Path) -> dict:
+    path = run_dir / "train_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list[dict]:
+    """The first prompts of each objective's test set (a fixed rule), with every system's answer."""
     from .generate import read_rows
 
-    rows = {s: {r["id"]: r for r in read_rows(run_dir / "generations" / f"{s}.jsonl")} for s in SYSTEMS}
+    rows = {s: {r["id"]: r for r in read_rows(run_dir / "generations" / f"{s}.jsonl")} for s in systems}
     out, seen = [], {}
     for rid, row in rows["base"].items():
-        if seen.get(row["objective"], 0) >= per_objective or rid not in rows["negotiax"]:
+        if seen.get(row["objective"], 0) >= per_objective or any(rid not in rows[s] for s in systems):
             continue
         seen[row["objective"]] = seen.get(row["objective"], 0) + 1
         out.append({"objective": row["objective"], "prompt": row["prompt"],
-                    **{s: rows[s][rid]["output"] for s in SYSTEMS}})
-    return out
+                    **{s: rows[s][rid]["output"] for s in systems}})
+    return sorted(out, key=lambda e: e["objective"])
 
 
 def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict, train_rows: list[dict],
-                      started: float, write_report) -> Path:
-    systems = {s: results[s]["metrics"] for s in SYSTEMS}
-    summary = json.loads((run_dir / "train_summary.json").read_text()) if (run_dir / "train_summary.json").is_file() else {}
+                      training: dict[str, dict], started: float, write_report) -> Path:
+    systems = {s: r["metrics"] for s, r in results.items()}
+    summary = training.get("negotiax", {})
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
              f"{recipe.circuit.layers or 'middle'}, rank {recipe.circuit.rank}, head {recipe.circuit.head_dim}, "
              f"objectives {', '.join(recipe.circuit.objectives)}.",
              f"Training: {recipe.train.steps} steps, each with one batch per objective ({recipe.data.batch_size} "
-             f"sequences per objective, mixture weights {recipe.data.mixture_weights or 'equal'}).",
+             f"sequences per step, split by mixture weights {recipe.data.mixture_weights or 'equal'}, which "
+             "also weight each objective's loss).",
              f"Decoding: {json.dumps(recipe.generate.decoding())}; template {recipe.generate.template}.",
              "Judges: " + (", ".join(f"{k}={v}" for k, v in recipe.eval.judges.items()) or
                            "none configured; offline metrics only") + ". Local-judge figures are labelled as such.",
              f"This invocation took {time.time() - started:.0f} s (stages already finished were reused)."]
+    if "sft-lora" in training:
+        lora = recipe.train.sft_lora
+        notes.append(f"sft-lora: LoRA r={lora.r} on {', '.join(lora.targets)} of every layer, lr "
+                     f"{lora.lr or recipe.train.lr}, the same data, steps, batches and seed as the circuit.")
     if summary.get("eval_ce_before") and summary.get("eval_ce_after"):
         notes.append("Held-out response CE before -> after training: " + ", ".join(
             f"{o} {summary['eval_ce_before'][o]:.3f} -> {summary['eval_ce_after'][o]:.3f}"
             for o in summary["eval_ce_after"]))
     settings = {"data": asdict(recipe.data), "train": asdict(recipe.train), "eval": asdict(recipe.eval),
-                "provenance": json.loads((run_dir / "provenance.json").read_text())}
+                "run": asdict(recipe.run), "provenance": json.loads((run_dir / "provenance.json").read_text())}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
-                         alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir))
-    _write_json(run_dir / "summary.json", {"metrics": systems, "negotiation": alpha, "report": str(md)})
+                         alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
+                         training=training)
+    _write_json(run_dir / "summary.json", {"metrics": systems, "negotiation": alpha, "training": training,
+                                           "report": str(md)})
     return md
 
 

@@ -48,10 +48,15 @@ def test_run_writes_every_artefact_and_resumes(tiny_backbone, tmp_path, data_dir
         for name in ("refusal_harmful", "over_refusal_benign", "MC1", "MC2"):
             assert metrics[name]["n"] > 0 and metrics[name]["ci_low"] <= metrics[name]["value"] <= metrics[name]["ci_high"]
     alpha = summary["negotiation"]
-    assert set(alpha) == {"helpful prompts", "harmless prompts", "honest prompts"}
-    assert all(abs(sum(v.values()) - 1) < 1e-4 for v in alpha.values())
+    assert set(alpha) == {"benign", "harmful", "honest"} and alpha["harmful"]["expected"] == "harmless"
+    for entry in alpha.values():
+        for reading in ("decision", "prompt", "answer"):
+            assert abs(sum(entry[reading].values()) - 1) < 1e-4
+        assert 0 <= entry["routing_accuracy"] <= 1
     html = (out / "report" / "report.html").read_text()
     assert "data:image/png;base64," in html and "refusal_harmful" in html  # self-contained
+    md = (out / "report" / "report.md").read_text()
+    assert md.index("## Did it work?") < md.index("## All metrics")
 
     # Re-running the same command resumes: nothing is trained, generated or evaluated again.
     before = {p: p.stat().st_mtime_ns for p in [out / "generations" / "base.jsonl", out / "eval" / "base" / "results.json",
@@ -75,3 +80,22 @@ def test_preference_applies_to_the_circuit_only(tiny_backbone, tmp_path, data_di
     trained = json.loads((out / "eval" / "negotiax" / "results.json").read_text())
     assert base["decoding"]["preference"] == {}
     assert trained["decoding"]["preference"] == {"harmless": 2.0}
+
+
+def test_run_compares_with_sft_lora(tiny_backbone, tmp_path, data_dir):
+    out = tmp_path / "run"
+    args = run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite") + ["run.compare=[sft-lora]",
+                                                                              "train.sft_lora.r=2"]
+    assert main(args) == 0
+    sft = json.loads((out / "sft-lora" / "train_summary.json").read_text())
+    circuit = json.loads((out / "train_summary.json").read_text())
+    assert sft["variant"] == "sft-lora" and sft["steps"] == circuit["steps"] == 3
+    assert (out / "sft-lora" / "lora" / "adapter_model.safetensors").is_file()
+    assert not (out / "sft-lora" / "circuit").exists()
+    # Its own answers, scored like the others, and a column of the report with its training cost.
+    assert (out / "generations" / "sft-lora.jsonl").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["metrics"]) == ["base", "negotiax", "sft-lora"]
+    assert summary["training"]["sft-lora"]["throughput"]["tokens_per_s"] > 0
+    md = (out / "report" / "report.md").read_text()
+    assert "sft-lora − base" in md and "training tokens/s" in md

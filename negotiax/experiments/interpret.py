@@ -18,6 +18,7 @@ from torch import nn
 from ..attach import Attachment
 from ..config import load_config
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
+from ..negotiation import NEGOTIATING, summarize
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
 from .common import add_config_arguments, overrides_from, clean, load_model, write_json
@@ -27,7 +28,6 @@ from .probe import ProbeConfig, load_probes, measure
 log = logging.getLogger(__name__)
 
 ANALYSES = ("trajectories", "heatmap", "interventions", "geometry", "blind_spots", "forgetting")
-NEGOTIATING = ("mac", "negotiax")
 
 
 @dataclass
@@ -64,13 +64,12 @@ class InterpretConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: must be at least 1")
 
 
-def prompt_groups(data: DataConfig, tokenizer, n: int, template: str = "auto") -> dict[str, list[str]]:
-    """Formatted prompts per type: harmful (harmless test), benign (never trained on), honest (TruthfulQA)."""
+def prompt_groups(data: DataConfig, n: int) -> dict[str, list[str]]:
+    """Raw prompts per type: harmful (harmless test), benign (never trained on), honest (TruthfulQA)."""
     tests = load_test_sets(data, limit=False)
-    raw = {"harmful": [ex.prompt for ex in tests["harmless"][:n]],
-           "benign": [ex.prompt for ex in benign_prompts(data, n)],
-           "honest": [ex.prompt for ex in tests["honest"][:n]]}
-    return {g: [format_prompt(tokenizer, p, template) for p in ps] for g, ps in raw.items()}
+    return {"harmful": [ex.prompt for ex in tests["harmless"][:n]],
+            "benign": [ex.prompt for ex in benign_prompts(data, n)],
+            "honest": [ex.prompt for ex in tests["honest"][:n]]}
 
 
 def interventions(model: nn.Module, tokenizer, attachment: Attachment, probes, cfg: ProbeConfig) -> dict:
@@ -98,15 +97,18 @@ def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: Interpre
     result: dict = {"objectives": circuit.objectives, "variant": circuit.cfg.variant, "layers": circuit.layers,
                     "settings": asdict(cfg)}
     need_prompts = {"heatmap", "blind_spots", "trajectories", "geometry"} & set(cfg.analyses)
-    groups = prompt_groups(cfg.data, tokenizer, max(cfg.n_prompts, cfg.n_trajectory), template) if need_prompts else {}
+    raw = prompt_groups(cfg.data, max(cfg.n_prompts, cfg.n_trajectory)) if need_prompts else {}
+    groups = {g: [format_prompt(tokenizer, p, template) for p in ps] for g, ps in raw.items()}
     result["prompt_counts"] = {g: len(t) for g, t in groups.items()}
     if "trajectories" in cfg.analyses:
         small = {g: t[:cfg.n_trajectory] for g, t in groups.items()}
         states = trajectories.base_and_trained(model, tokenizer, attachment, small, cfg.batch_size)
         result["trajectories"] = trajectories.trajectory_summary(states, point_layers=_point_layers(circuit, states))
     if negotiating and {"heatmap", "blind_spots"} & set(cfg.analyses):
-        prompts = {g: t[:cfg.n_prompts] for g, t in groups.items()}
-        alphas = routing.alphas_by_group(model, tokenizer, attachment, prompts, cfg.batch_size)
+        prompts = {g: t[:cfg.n_prompts] for g, t in raw.items()}
+        profiles = routing.profiles_by_group(model, tokenizer, attachment, prompts, template, cfg.batch_size)
+        alphas = {g: p.decision for g, p in profiles.items()}  # where the answer is decided
+        result["negotiation"] = summarize(profiles, routing.EXPECTED, circuit.objectives)
         if "heatmap" in cfg.analyses:
             result["heatmap"] = routing.heatmap(alphas, circuit.objectives)
         if "blind_spots" in cfg.analyses:

@@ -17,7 +17,7 @@ from ..data import DataConfig, Example, benign_prompts, format_prompt, load_test
 from ..generate import generate
 from ..generate_config import GenerationConfig
 from ..metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
-from ..negotiation import prompt_alphas
+from ..negotiation import negotiation_profile
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +63,14 @@ def _entry(values: list[float], n_boot: int) -> dict:
 
 def negotiation_by_set(model: nn.Module, tokenizer, attachment: Attachment | None, probes: dict[str, list[Example]],
                        template: str, batch_size: int) -> dict[str, dict[str, float]] | None:
-    """Mean α per probe set (real tokens only), or None when the circuit has no negotiation."""
+    """Mean α at the decision position per probe set, or None when the circuit has no negotiation."""
     if attachment is None or attachment.circuit.cfg.variant not in ("mac", "negotiax"):
         return None
     out = {}
     for name, examples in probes.items():
-        texts = [format_prompt(tokenizer, ex.prompt, template) for ex in examples]
-        mean = prompt_alphas(model, tokenizer, attachment, texts, batch_size).mean(0)
+        prompts = [ex.prompt for ex in examples]
+        mean = negotiation_profile(model, tokenizer, attachment, prompts, template=template,
+                                   batch_size=batch_size).decision.mean(0)
         out[name] = {o: float(v) for o, v in zip(attachment.circuit.objectives, mean)}
     return out
 

@@ -1,5 +1,5 @@
-"""The negotiation read out on real prompts: the heatmap (prompt type x objective, mean α over real
-tokens) and the blind spots (prompts whose negotiation is uncertain or routes to the wrong objective)."""
+"""The negotiation read out on real prompts: the heatmap (prompt type x objective, mean α at the decision
+position) and the blind spots (prompts whose negotiation is uncertain or routes to the wrong objective)."""
 from __future__ import annotations
 
 import math
@@ -8,16 +8,17 @@ import torch
 from torch import nn
 
 from ..attach import Attachment
-from ..negotiation import prompt_alphas
+from ..negotiation import Profile, negotiation_profile
 
 # Which objective should have the most say for each kind of prompt.
 EXPECTED = {"harmful": "harmless", "benign": "helpful", "helpful": "helpful", "honest": "honest"}
 
 
-def alphas_by_group(model: nn.Module, tokenizer, attachment: Attachment, groups: dict[str, list[str]],
-                    batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """{group: (n, N) per-prompt α} for (already formatted) prompt texts."""
-    return {g: prompt_alphas(model, tokenizer, attachment, texts, batch_size) for g, texts in groups.items() if texts}
+def profiles_by_group(model: nn.Module, tokenizer, attachment: Attachment, groups: dict[str, list[str]],
+                      template: str = "auto", batch_size: int = 16) -> dict[str, Profile]:
+    """{group: per-prompt negotiation readings} for raw (unformatted) prompts."""
+    return {g: negotiation_profile(model, tokenizer, attachment, prompts, template=template, batch_size=batch_size)
+            for g, prompts in groups.items() if prompts}
 
 
 def heatmap(alphas: dict[str, torch.Tensor], objectives: list[str]) -> dict:

@@ -76,7 +76,7 @@ def extra_trainable(backbone: nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous() for n, p in backbone.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: str | Path, step: int, *, circuit: Circuit, backbone: nn.Module,
+def save_checkpoint(folder: str | Path, step: int, *, circuit: Circuit | None, backbone: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any, sampler_state: Any,
                     extra: dict | None = None, keep_last: int = 2) -> Path:
     """Write checkpoint `step` atomically, then drop all but the newest `keep_last`."""
@@ -86,7 +86,8 @@ def save_checkpoint(folder: str | Path, step: int, *, circuit: Circuit, backbone
     tmp = folder / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_circuit(circuit, tmp / "circuit", model=backbone)
+    if circuit is not None:  # None: LoRA-only training (sft-lora)
+        save_circuit(circuit, tmp / "circuit", model=backbone)
     lora = extra_trainable(backbone)
     if lora:
         save_file(lora, str(tmp / "backbone_trainable.safetensors"))
@@ -115,7 +116,7 @@ def prune(folder: Path, keep_last: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_checkpoint(path: str | Path, *, circuit: Circuit, backbone: nn.Module,
+def load_checkpoint(path: str | Path, *, circuit: Circuit | None, backbone: nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any) -> dict:
     """Restore weights, optimiser, scheduler and RNG in place; returns the manifest (step, sampler, ...)."""
     path = Path(path)
@@ -125,9 +126,10 @@ def load_checkpoint(path: str | Path, *, circuit: Circuit, backbone: nn.Module,
     meta = json.loads(manifest_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{manifest_path}: format {meta.get('format')!r} is not {FORMAT!r}")
-    state = load_file(str(path / "circuit" / WEIGHTS))
-    device_state = {k: v.to(circuit.state_dict()[k].device) for k, v in state.items()}
-    circuit.load_state_dict(device_state, strict=True)
+    if circuit is not None:
+        state = load_file(str(path / "circuit" / WEIGHTS))
+        device_state = {k: v.to(circuit.state_dict()[k].device) for k, v in state.items()}
+        circuit.load_state_dict(device_state, strict=True)
     lora_file = path / "backbone_trainable.safetensors"
     if lora_file.is_file():
         _load_trainable(backbone, load_file(str(lora_file)), lora_file)

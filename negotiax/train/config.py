@@ -8,7 +8,28 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 DRIFT_TOKENS = ("response", "all")
 REPORTERS = ("tensorboard", "wandb")
 FLOATS = ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "lambda_route", "lambda_ref", "lambda_orth",
-          "lora_dropout")
+          "lora_dropout", "route_forcing")
+ROUTE_LOSSES = ("mean_alpha", "per_token")
+
+
+@dataclass
+class SftLoraConfig:
+    """The `sft-lora` baseline: LoRA on the backbone, no circuit, trained on the same mixture, steps and
+    batches as the circuit (response CE only). Size it so its trainable parameters are within 2x of the
+    circuit's (the run logs both counts)."""
+
+    r: int = 2
+    alpha: int = 4
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    lr: float | None = None  # None: train.lr
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"train.sft_lora.r={self.r!r}: must be a positive integer")
+        if self.lr is not None:
+            self.lr = float(self.lr)
+            if self.lr <= 0:
+                raise ValueError(f"train.sft_lora.lr={self.lr}: must be positive (or null for train.lr)")
 
 
 @dataclass
@@ -33,6 +54,11 @@ class TrainConfig:
     lambda_route: float = 0.01
     lambda_ref: float = 1e-3
     lambda_orth: float = 1e-3
+    # Teacher-forced routing: this share of each batch's sequences mixes only its objective's pathway
+    # update, so each pathway learns its own objective; the negotiation learns to route from the routing
+    # loss (its alpha is never forced). 0 trains through the negotiation's own mixing only.
+    route_forcing: float = 0.0
+    route_loss: str = "mean_alpha"  # mean_alpha: CE(alpha averaged over positions); per_token: mean of CE(alpha_t)
     drift_tokens: str = "response"  # which tokens the pathway-drift term averages over: response | all
     # Backbone options.
     lora: bool = False
@@ -48,6 +74,7 @@ class TrainConfig:
     log_every: int = 10
     report_to: list[str] = field(default_factory=list)  # tensorboard, wandb (when installed)
     progress: bool = True  # tqdm bar
+    sft_lora: SftLoraConfig = field(default_factory=SftLoraConfig)  # the LoRA SFT baseline's settings
 
     def __post_init__(self) -> None:
         for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
@@ -72,6 +99,9 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         _choice("drift_tokens", self.drift_tokens, DRIFT_TOKENS)
+        _choice("route_loss", self.route_loss, ROUTE_LOSSES)
+        if not 0 <= self.route_forcing <= 1:
+            raise ValueError(f"train.route_forcing={self.route_forcing}: a share between 0 and 1")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio}: must be between 0 and 1")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:

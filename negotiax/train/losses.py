@@ -38,15 +38,21 @@ def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            ignore_index=IGNORE)
 
 
-def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8) -> torch.Tensor:
+def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8,
+               per_token: bool = False) -> torch.Tensor:
     """CE between the negotiation weights averaged over the masked tokens (alpha_bar) and the batch's objective.
 
     alpha: (B, S, N) from Attachment.alpha(); mask: (B, S), the positions that predict response tokens
     (`prediction_mask`). alpha_bar sums to one, so the
     loss is -log alpha_bar[objective]: the circuit learns to give this batch's objective the most say.
+    With per_token, the CE is taken at every masked position and averaged: each position must give the
+    objective the most say, not only their average.
     """
-    weights = mask.to(alpha.dtype).unsqueeze(-1)
-    alpha_bar = (alpha * weights).sum((0, 1)) / weights.sum().clamp(min=1)
+    weights = mask.to(alpha.dtype)
+    if per_token:
+        token_ce = -torch.log(alpha[..., objective].clamp(min=eps))
+        return (token_ce * weights).sum() / weights.sum().clamp(min=1)
+    alpha_bar = (alpha * weights.unsqueeze(-1)).sum((0, 1)) / weights.sum().clamp(min=1)
     return -torch.log(alpha_bar[objective].clamp(min=eps))
 
 
@@ -76,7 +82,7 @@ def circuit_overlap(circuit: Circuit) -> torch.Tensor:
 def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, SiteOutput],
                alpha: torch.Tensor | None, circuit: Circuit, objective: int, *, lambda_route: float,
                lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
-               attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               attention_mask: torch.Tensor | None = None, route_per_token: bool = False) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
@@ -85,7 +91,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     mask = response_mask(labels)
     terms = {"ce": response_ce(logits, labels)}
     if alpha is not None and lambda_route > 0:
-        terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective)
+        terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective,
+                                                   per_token=route_per_token)
     if lambda_ref > 0:
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)

@@ -12,12 +12,14 @@ from torch import nn
 
 from ..attach import Attachment
 from .config import TrainConfig
-from .losses import loss_terms
+from .losses import loss_terms, response_ce
 
 
-def uses_routing_loss(attachment: Attachment) -> bool:
+def uses_routing_loss(attachment: Attachment | None) -> bool:
     """Only the full method has objective-specific routing: not pathways/branched (no alpha),
     not mac (Module II without supervision), not the generic ablation A1."""
+    if attachment is None:
+        return False
     cfg = attachment.circuit.cfg
     return cfg.variant == "negotiax" and not cfg.generic
 
@@ -25,30 +27,49 @@ def uses_routing_loss(attachment: Attachment) -> bool:
 class CircuitTrainModule(nn.Module):
     """forward(input_ids, attention_mask, labels, objective) -> {ce, route, drift, orth, loss}."""
 
-    def __init__(self, backbone: nn.Module, attachment: Attachment, cfg: TrainConfig) -> None:
+    def __init__(self, backbone: nn.Module, attachment: Attachment | None, cfg: TrainConfig) -> None:
         super().__init__()
         self.backbone = backbone
-        self.circuit = attachment.circuit
+        self.circuit = attachment.circuit if attachment is not None else None
         self.attachment = attachment
         self.cfg = cfg
         self.routing = uses_routing_loss(attachment)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 objective: int) -> dict[str, torch.Tensor]:
-        with self._only_pathway(objective):
+        with self._only_pathway(objective), self._forced_routing(objective, input_ids.shape[0]):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        if self.circuit is None:  # sft-lora: the response CE alone
+            ce = response_ce(out.logits, labels)
+            return {"ce": ce, "loss": ce}
         record = dict(self.attachment.record)
         alpha = self.attachment.alpha() if self.routing else None
         return loss_terms(out.logits, labels, record, alpha, self.circuit, objective,
                           lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
-                          attention_mask=attention_mask)
+                          attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token")
+
+    @contextmanager
+    def _forced_routing(self, objective: int, batch: int):
+        """train.route_forcing: a random share of the rows (drawn from torch's RNG, so resume replays it)
+        mixes objective o's pathway update alone; in training, for the full method only (the variants and
+        ablations without objective supervision never see the objective)."""
+        share = self.cfg.route_forcing
+        if share <= 0 or not self.training or not self.routing:
+            yield
+            return
+        rows = torch.rand(batch) < share
+        self.circuit.force_route(torch.where(rows, objective, -1))
+        try:
+            yield
+        finally:
+            self.circuit.force_route(None)
 
     @contextmanager
     def _only_pathway(self, objective: int):
         """Branched variant: a batch of objective o trains pathway o alone (the others muted), which is
         exactly the branch that pathway runs at decode time. Other variants run unchanged."""
-        if self.circuit.cfg.variant != "branched":
+        if self.circuit is None or self.circuit.cfg.variant != "branched":
             yield
             return
         saved = self.circuit.preference()

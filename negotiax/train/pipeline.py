@@ -35,7 +35,7 @@ def finished_summary(run_dir: Path, steps: int) -> dict | None:
 def train_from_recipe(recipe: Recipe) -> Path:
     """Train the recipe's circuit into <output_dir>/circuit; returns the run directory."""
     run_dir = Path(recipe.output_dir)
-    if recipe.circuit.variant == "base":
+    if recipe.circuit.variant == "base" and not recipe.train.lora:
         log.info("circuit.variant=base: the backbone runs alone, so there is nothing to train")
         return run_dir
     if finished_summary(run_dir, recipe.train.steps):
@@ -46,15 +46,27 @@ def train_from_recipe(recipe: Recipe) -> Path:
     set_seed(recipe.seed)
     model, tokenizer = load_backbone(recipe.model)
     model = prepare_backbone(model, recipe.train)
-    attachment = attach(model, recipe.circuit)  # built after seeding: the same init on every (re)start
-    source, eval_batches = build_data(recipe, tokenizer, attachment.circuit.objectives)
+    # circuit.variant=base with train.lora: no circuit, LoRA alone (the sft-lora baseline).
+    attachment = attach(model, recipe.circuit) if recipe.circuit.variant != "base" else None  # after seeding
+    objectives = list(recipe.circuit.objectives)
+    source, eval_batches = build_data(recipe, tokenizer, objectives)
     trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
                       eval_batches=eval_batches, config_record=asdict(recipe),
-                      loss_weights=loss_weights(recipe.data.mixture_weights, attachment.circuit.objectives))
+                      loss_weights=loss_weights(recipe.data.mixture_weights, objectives), objectives=objectives)
     summary = trainer.train()
     if summary.get("eval_ce_after"):
         log.info("held-out response CE before %s after %s", summary["eval_ce_before"], summary["eval_ce_after"])
     return run_dir
+
+
+def sft_lora_recipe(recipe: Recipe) -> Recipe:
+    """The `sft-lora` baseline of a recipe: no circuit, LoRA on the backbone (train.sft_lora), the same data,
+    steps, batches, schedule and seed, trained into <output_dir>/sft-lora."""
+    lora = recipe.train.sft_lora
+    train = replace(recipe.train, lora=True, lora_r=lora.r, lora_alpha=lora.alpha, lora_targets=list(lora.targets),
+                    lr=lora.lr or recipe.train.lr)
+    return replace(recipe, name=f"{recipe.name}-sft-lora", output_dir=str(Path(recipe.output_dir) / "sft-lora"),
+                   circuit=replace(recipe.circuit, variant="base"), train=train)
 
 
 def loss_weights(mixture: dict[str, float] | None, objectives: list[str]) -> dict[str, float]:

@@ -56,15 +56,20 @@ def resolve_precision(choice: str) -> str:
 
 
 class Trainer:
-    """Trains the circuit (and LoRA weights, if the backbone has trainable parameters)."""
+    """Trains the circuit (and LoRA weights, if the backbone has trainable parameters).
 
-    def __init__(self, backbone: nn.Module, attachment: Attachment, cfg: TrainConfig, source: StepSource,
+    With `attachment=None` there is no circuit: the backbone's trainable weights (LoRA) learn the
+    response CE alone — the `sft-lora` baseline, on the same batches, schedule and checkpoints."""
+
+    def __init__(self, backbone: nn.Module, attachment: Attachment | None, cfg: TrainConfig, source: StepSource,
                  run_dir: str | Path, *, seed: int = 0, eval_batches: dict[str, list[Batch]] | None = None,
                  callbacks: list[Callable[["Trainer", int], None]] | None = None,
                  accelerator: Accelerator | None = None, config_record: dict | None = None,
-                 loss_weights: dict[str, float] | None = None) -> None:
-        if attachment.circuit.cfg.variant == "base":
+                 loss_weights: dict[str, float] | None = None, objectives: list[str] | None = None) -> None:
+        if attachment is not None and attachment.circuit.cfg.variant == "base":
             raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
+        if attachment is None and not objectives:
+            raise ValueError("training without a circuit needs the list of objectives")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.seed = seed
@@ -72,19 +77,20 @@ class Trainer:
         self.eval_batches = eval_batches or {}
         self.callbacks = list(callbacks or [])
         self.config_record = config_record or {}
-        self.circuit = attachment.circuit
+        self.circuit = attachment.circuit if attachment is not None else None
+        self.objectives = list(objectives or self.circuit.objectives)
         # Per-objective loss weights (the data mixture's weights, normalised to mean 1); missing ones are 1.
-        unknown = set(loss_weights or {}) - set(self.circuit.objectives)
+        unknown = set(loss_weights or {}) - set(self.objectives)
         if unknown:
-            raise ValueError(f"loss weights for {sorted(unknown)}, which this circuit does not have "
-                             f"(objectives: {self.circuit.objectives})")
-        self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.circuit.objectives}
+            raise ValueError(f"loss weights for {sorted(unknown)}, which this run does not train "
+                             f"(objectives: {self.objectives})")
+        self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.objectives}
         self.backbone = backbone
         self.accelerator = accelerator or Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision))
         self.module = CircuitTrainModule(backbone, attachment, cfg)
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("nothing to train: every circuit parameter is frozen and train.lora is off")
+            raise ValueError("nothing to train: no trainable circuit parameter and train.lora is off")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
         # A 4-bit backbone is already placed by its device_map and cannot be moved; its circuit went to the
         # layer's device when it was attached.
@@ -94,6 +100,7 @@ class Trainer:
         self.scheduler = make_scheduler(optimizer, cfg)
         self.params = params
         self.step = 0
+        self.throughput: dict | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -150,6 +157,9 @@ class Trainer:
             for callback in self.callbacks:
                 callback(self, self.step)
         bar.close()
+        if tokens:  # this invocation's throughput (a resumed run counts its own steps only)
+            self.throughput = {"tokens": tokens, "seconds": time.perf_counter() - started,
+                               "tokens_per_s": tokens / max(time.perf_counter() - started, 1e-9)}
 
     def _optimizer_step(self, batches: Iterator[dict[str, Batch]]) -> tuple[dict[str, float], int]:
         """grad_accum micro-steps of one batch per objective, then clip, step and schedule."""
@@ -178,7 +188,7 @@ class Trainer:
         return dict(sums), n_tokens
 
     def _backward(self, objective: str, batch: Batch, divisor: int, sync: bool) -> dict[str, float]:
-        index = self.circuit.index(objective)
+        index = self.objectives.index(objective)
         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
         # Only the last backward of an optimiser step all-reduces gradients across processes.
         with nullcontext() if sync else self.accelerator.no_sync(self.module):
@@ -221,7 +231,8 @@ class Trainer:
                 total += float(response_ce(logits, batch["labels"])) * n
                 count += n
             out[objective] = total / max(count, 1)
-        module.attachment.record.clear()
+        if module.attachment is not None:
+            module.attachment.record.clear()
         return out
 
     def _finish(self, metrics: MetricsLogger) -> dict:
@@ -229,8 +240,9 @@ class Trainer:
         latest = latest_checkpoint(self.checkpoint_dir)
         if latest is None or latest.name != checkpoint_name(self.step):
             self._save_checkpoint()
-        summary = {"steps": self.step, "finished": True, "variant": self.circuit.cfg.variant,
-                   "trainable_parameters": sum(p.numel() for p in self.params)}
+        summary = {"steps": self.step, "finished": True,
+                   "variant": self.circuit.cfg.variant if self.circuit is not None else "sft-lora",
+                   "trainable_parameters": sum(p.numel() for p in self.params), "throughput": self.throughput}
         if self.eval_batches:
             before_path = self.run_dir / "eval_before.json"
             summary["eval_ce_before"] = json.loads(before_path.read_text()) if before_path.is_file() else None
@@ -244,7 +256,8 @@ class Trainer:
 
     def _write_final_weights(self) -> None:
         backbone = self.accelerator.unwrap_model(self.module).backbone
-        _replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
+        if self.circuit is not None:
+            _replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
         if hasattr(backbone, "peft_config"):  # LoRA: the adapter alone, in peft's own format
             _replace_dir(self.run_dir / "lora", lambda tmp: backbone.save_pretrained(str(tmp)))
 
