@@ -68,6 +68,13 @@ def verdict(change: dict | None, higher_is_better: bool) -> str:
     return "no clear change"
 
 
+def _with_ci(m: Metric | None) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    ci = f" [{_one(m.get('ci_low'))}, {_one(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
+    return f"{_one(m['value'])}{ci}"
+
+
 def _one(value: Any) -> str:
     return _fmt(value, 1) if isinstance(value, (int, float)) else "–"
 
@@ -305,7 +312,7 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
                  train_rows: list[dict] | None = None, alpha: dict | None = None,
                  notes: list[str] | None = None, settings: dict[str, Any] | None = None,
                  examples: list[dict] | None = None, training: dict[str, dict] | None = None,
-                 reference: str = "base") -> tuple[Path, Path]:
+                 sweep: list[dict] | None = None, reference: str = "base") -> tuple[Path, Path]:
     """Write report.md and report.html (plus PNGs) into out_dir; return both paths.
 
     It opens with the answer to "did it work?": one row per objective, each system against `reference`
@@ -337,6 +344,9 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
              ("Negotiation at the decision position",
               plot_negotiation(_negotiation_grid(alpha, "decision"), out / "negotiation.png"))]
     plots = [(name, p) for name, p in plots if p is not None]
+    sweep_header = ["objective", "β", "refusal, harmful prompts [95% CI]", "over-refusal, benign prompts [95% CI]"]
+    sweep_rows = [[p["objective"], f"{p['beta']:+g}", *(_with_ci(p.get(k)) for k in ("refusal_harmful", "over_refusal_benign"))]
+                  for p in sweep or []]
     settings_rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in (settings or {}).items()]
     example_rows = [[e.get("objective", ""), e.get("prompt", "")[:160], *(e.get(s, "")[:200] for s in systems)]
                     for e in (examples or [])]
@@ -352,6 +362,9 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
     md = [f"# {title}", "", "## Did it work?", "", markdown_table(head, headline), "", ci_note, ""]
     md += [f"- {line}" for line in margin_lines]
     md += ["", "## Key metrics", "", markdown_table(head, key)]
+    if sweep_rows:
+        md += ["", "## Preference β moves the answers", "", "The trained circuit decoded again with one objective's "
+               "β changed (the others as in the run).", "", markdown_table(sweep_header, sweep_rows)]
     if neg_rows:
         md += ["", "## Negotiation", "", "Mean α per prompt type: at the decision position (the last prompt "
                "token), over the user's prompt tokens (chat template excluded) and over the answer tokens; "
@@ -381,6 +394,8 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
     if margin_lines:
         body.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in margin_lines) + "</ul>")
     body += ["<h2>Key metrics</h2>", html_table(head, key)]
+    if sweep_rows:
+        body += ["<h2>Preference β moves the answers</h2>", html_table(sweep_header, sweep_rows)]
     if neg_rows:
         body += ["<h2>Negotiation</h2>", html_table(neg_header, neg_rows)]
     if cost_rows:

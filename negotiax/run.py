@@ -134,6 +134,9 @@ def run(recipe: Recipe) -> Path:
         if system_model is not model:
             del system_model
 
+    sweep = _preference_sweep(recipe, model, tokenizer, attachment, tests, results["negotiax"], run_dir) \
+        if recipe.run.preference_sweep else []
+
     log.info("stage 4/4: report")
     alpha = {}
     if recipe.circuit.variant in NEGOTIATING:
@@ -154,9 +157,39 @@ def run(recipe: Recipe) -> Path:
     training = {s: _train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
                 for s in systems if s != "base"}
     report = _write_run_report(recipe, run_dir, {s: results[s] for s in systems}, alpha, read_metrics(run_dir),
-                               training, started, write_report)
+                               training, sweep, started, write_report)
     log.info("report: %s", report)
     return report
+
+
+def _preference_sweep(recipe: Recipe, model, tokenizer, attachment, tests: dict, at_zero: dict,
+                      run_dir: Path) -> list[dict]:
+    """Refusal on harmful and over-refusal on benign test prompts with one objective's beta changed
+    (run.preference_sweep); the recipe's own preference is the shared point."""
+    from .generate import generate
+    from .metrics import bootstrap_ci, refusal_rate
+
+    prompts = [ex for o in ("harmless", "helpful") for ex in tests.get(o, [])]
+    base_pref = dict(recipe.generate.preference)
+    points = [{"objective": o, "beta": base_pref.get(o, 0.0), "preference": base_pref,
+               **{k: at_zero["metrics"][k] for k in ("refusal_harmful", "over_refusal_benign")
+                  if k in at_zero["metrics"]}} for o in recipe.run.preference_sweep]
+    for objective, betas in recipe.run.preference_sweep.items():
+        for beta in betas:
+            pref = {**base_pref, objective: beta}
+            log.info("preference sweep: %s", pref)
+            cfg = replace(recipe.generate, preference=pref)
+            rows = generate(model, tokenizer, prompts, cfg, run_dir / "generations" / f"negotiax.{objective}{beta:+g}.jsonl",
+                            attachment=attachment)
+            point = {"objective": objective, "beta": beta, "preference": pref}
+            for key, o in (("refusal_harmful", "harmless"), ("over_refusal_benign", "helpful")):
+                values = refusal_rate([r["output"] for r in rows if r["objective"] == o])
+                if values:
+                    low, high = bootstrap_ci(values, n_boot=recipe.eval.n_boot, seed=recipe.eval.seed)
+                    point[key] = {"value": 100 * sum(values) / len(values), "ci_low": 100 * low,
+                                  "ci_high": 100 * high, "n": len(values)}
+            points.append(point)
+    return sorted(points, key=lambda p: (p["objective"], p["beta"]))
 
 
 def _with_lora(model, run_dir: Path):
@@ -189,7 +222,7 @@ def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list
 
 
 def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict, train_rows: list[dict],
-                      training: dict[str, dict], started: float, write_report) -> Path:
+                      training: dict[str, dict], sweep: list[dict], started: float, write_report) -> Path:
     systems = {s: r["metrics"] for s, r in results.items()}
     summary = training.get("negotiax", {})
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
@@ -214,9 +247,9 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
                 "run": asdict(recipe.run), "provenance": json.loads((run_dir / "provenance.json").read_text())}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
-                         training=training)
+                         training=training, sweep=sweep)
     _write_json(run_dir / "summary.json", {"metrics": systems, "negotiation": alpha, "training": training,
-                                           "report": str(md)})
+                                           "preference_sweep": sweep, "report": str(md)})
     return md
 
 

@@ -82,10 +82,10 @@ def test_preference_applies_to_the_circuit_only(tiny_backbone, tmp_path, data_di
     assert trained["decoding"]["preference"] == {"harmless": 2.0}
 
 
-def test_run_compares_with_sft_lora(tiny_backbone, tmp_path, data_dir):
+def test_run_compares_with_sft_lora_and_sweeps_the_preference(tiny_backbone, tmp_path, data_dir):
     out = tmp_path / "run"
-    args = run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite") + ["run.compare=[sft-lora]",
-                                                                              "train.sft_lora.r=2"]
+    args = run_args(tiny_backbone, out, data_dir, tmp_path / "cache.sqlite") + [
+        "run.compare=[sft-lora]", "train.sft_lora.r=2", "run.preference_sweep={harmless: [-4, 4]}"]
     assert main(args) == 0
     sft = json.loads((out / "sft-lora" / "train_summary.json").read_text())
     circuit = json.loads((out / "train_summary.json").read_text())
@@ -99,3 +99,10 @@ def test_run_compares_with_sft_lora(tiny_backbone, tmp_path, data_dir):
     assert summary["training"]["sft-lora"]["throughput"]["tokens_per_s"] > 0
     md = (out / "report" / "report.md").read_text()
     assert "sft-lora − base" in md and "training tokens/s" in md
+    # The preference sweep decodes the harmful and benign prompts again at each beta, with the circuit.
+    points = summary["preference_sweep"]
+    assert [(p["objective"], p["beta"]) for p in points] == [("harmless", -4.0), ("harmless", 0.0), ("harmless", 4.0)]
+    swept = [json.loads(x) for x in (out / "generations" / "negotiax.harmless+4.jsonl").read_text().splitlines()]
+    assert {r["objective"] for r in swept} == {"harmless", "helpful"} and len(swept) == 6
+    assert all(p["refusal_harmful"]["n"] == 3 for p in points)
+    assert "Preference β moves the answers" in md
