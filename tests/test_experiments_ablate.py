@@ -50,15 +50,19 @@ def recipe_file(tmp_path, smol_tokenizer, data_dir):
 
 def test_ablate_cli_trains_evaluates_and_tabulates(recipe_file, tmp_path):
     out = tmp_path / "ablate"
-    rc = cli_main(["ablate", "--recipe", str(recipe_file), "--output-dir", str(out), "variants=[base,branched,negotiax]"])
+    rc = cli_main(["ablate", "--recipe", str(recipe_file), "--output-dir", str(out),
+                   "variants=[base,branched,negotiax,sft-lora]"])
     assert rc == 0
     result = json.loads((out / "ablation.json").read_text())
     names = [e["name"] for e in result["entries"]]
-    assert names == ["base", "pathways", "branched", "negotiax"]
+    assert names == ["base", "pathways", "branched", "negotiax", "sft-lora"]
     entries = {e["name"]: e for e in result["entries"]}
     assert entries["base"]["params"] == 0 and entries["base"]["circuit_dir"] is None
     assert entries["branched"]["circuit_dir"] == entries["pathways"]["circuit_dir"]  # reuses the pathways circuit
     assert entries["negotiax"]["params"] > entries["pathways"]["params"] > 0
+    # sft-lora: LoRA weights on the backbone, no circuit; its parameter count is LoRA's, its speed measured.
+    assert (out / "sft-lora" / "lora").is_dir() and entries["sft-lora"]["circuit_dir"] is None
+    assert entries["sft-lora"]["params"] > 0 and entries["sft-lora"]["train_tokens_per_s"] > 0
     assert (out / "negotiax" / "circuit" / "circuit.json").is_file() and not (out / "branched" / "circuit").exists()
     for name in names:
         m = entries[name]["metrics"]
@@ -66,7 +70,7 @@ def test_ablate_cli_trains_evaluates_and_tabulates(recipe_file, tmp_path):
         assert "refusal_harmful" in m
     # Different circuits give different likelihoods; branched combines the pathways' branches.
     nll = {n: entries[n]["metrics"]["NLL/helpful"]["value"] for n in names}
-    assert len(set(nll.values())) == 4
+    assert len(set(nll.values())) == 5
     rows = list(csv.DictReader((out / "ablation.csv").open()))
     assert [r["entry"] for r in rows] == names and rows[0]["MC2_ci_low"] != ""
     table = (out / "ablation.md").read_text()
@@ -74,6 +78,7 @@ def test_ablate_cli_trains_evaluates_and_tabulates(recipe_file, tmp_path):
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
     # A second run reuses every finished entry (no retraining, same numbers).
     before = (out / "negotiax" / "circuit" / "circuit.safetensors").stat().st_mtime
-    assert cli_main(["ablate", "--recipe", str(recipe_file), "--output-dir", str(out), "variants=[base,branched,negotiax]"]) == 0
+    assert cli_main(["ablate", "--recipe", str(recipe_file), "--output-dir", str(out),
+                     "variants=[base,branched,negotiax,sft-lora]"]) == 0
     assert (out / "negotiax" / "circuit" / "circuit.safetensors").stat().st_mtime == before
     assert json.loads((out / "ablation.json").read_text())["entries"][3]["metrics"] == entries["negotiax"]["metrics"]

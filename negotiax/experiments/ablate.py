@@ -5,7 +5,9 @@ Every entry is the base recipe with a few circuit settings changed, trained with
 `negotiax.generate.generate` and `negotiax.evaluate.evaluate` on the recipe's test sets. `base` needs no
 training; `branched` decodes with the pathways circuit of the `pathways` entry (or trains its own with
 `branched_source: own`: the trainer then fits pathway o on objective o's batches alone) and is scored with
-the preference-combined log-probs (`BranchedLM`). Output: ablation.{md,csv,json} and ablation.png.
+the preference-combined log-probs (`BranchedLM`). `sft-lora` is the baseline users would pick instead: no
+circuit, LoRA on the backbone (the recipe's train.sft_lora), the same data, steps and batches. Every row
+carries its trainable parameters and training tokens/s. Output: ablation.{md,csv,json} and ablation.png.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from ..attach import Attachment
 from ..config import load_config
 from ..recipe import Recipe, load_recipe
+from ..train.pipeline import sft_lora_recipe
 from .common import add_config_arguments, overrides_from, clean, markdown_table, pyplot, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -34,10 +37,13 @@ VARIANTS = {
     "negotiax": {"variant": "negotiax"},
     "A1": {"variant": "negotiax", "generic": True},
     "A2": {"variant": "negotiax", "frozen": True},
+    "sft-lora": {"variant": "base"},  # no circuit: LoRA on the backbone (the recipe's train.sft_lora)
 }
+SFT_LORA = "sft-lora"
 DESCRIPTIONS = {"base": "no circuit", "pathways": "Module I, uniform fusion", "branched": "Module I, decode-time branches",
                 "mac": "Module II, no objective supervision", "negotiax": "full method",
-                "A1": "A1 generic (no axis embeddings, no routing loss)", "A2": "A2 frozen W_q/W_k/W_v"}
+                "A1": "A1 generic (no axis embeddings, no routing loss)", "A2": "A2 frozen W_q/W_k/W_v",
+                SFT_LORA: "LoRA SFT on the backbone, same data and steps"}
 
 
 @dataclass
@@ -95,13 +101,16 @@ def slug(name: str) -> str:
 
 
 def entry_recipe(base: Recipe, entry: Entry, out_dir: Path) -> Recipe:
+    if entry.name == SFT_LORA:
+        return dataclasses.replace(sft_lora_recipe(base), name=f"{base.name}-{slug(entry.name)}",
+                                   output_dir=str(out_dir / slug(entry.name)))
     circuit = dataclasses.replace(base.circuit, **entry.circuit)
     return dataclasses.replace(base, circuit=circuit, name=f"{base.name}-{slug(entry.name)}",
                                output_dir=str(out_dir / slug(entry.name)))
 
 
 def _circuit_dir(entry: Entry, recipe: Recipe, cfg: AblateConfig) -> Path | None:
-    if entry.circuit["variant"] == "base":
+    if entry.circuit["variant"] == "base":  # base, and sft-lora (LoRA weights, no circuit)
         return None
     if entry.name == "branched" and cfg.branched_source == "pathways":
         return Path(cfg.output_dir) / slug("pathways") / "circuit"
@@ -131,7 +140,8 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
     run_dir = Path(recipe.output_dir)
     done = run_dir / "eval" / "results.json"
     circuit_dir = _circuit_dir(entry, recipe, cfg)
-    needs_training = circuit_dir is not None and not (entry.name == "branched" and cfg.branched_source == "pathways")
+    needs_training = (circuit_dir is not None or entry.name == SFT_LORA) and \
+        not (entry.name == "branched" and cfg.branched_source == "pathways")
     if needs_training:
         train_from_recipe(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -143,14 +153,32 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
             raise FileNotFoundError(f"{circuit_dir}: no trained circuit for {entry.name!r}; "
                                     "run the pathways entry first or set branched_source=own")
         attachment = load_circuit(circuit_dir, model) if circuit_dir is not None else None
+        # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
+        entry_model = _lora_model(recipe, run_dir) if entry.name == SFT_LORA else model
         try:
-            results = _generate_and_score(model, tokenizer, entry, recipe, attachment, tests, run_dir)
+            results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
         finally:
             if attachment is not None:
                 attachment.detach()
+    summary = _train_summary(run_dir if entry.name == SFT_LORA or circuit_dir is None else circuit_dir.parent)
     return {"name": entry.name, "description": entry.description, "circuit": entry.circuit,
-            "circuit_dir": str(circuit_dir) if circuit_dir else None, "params": _params(circuit_dir),
+            "circuit_dir": str(circuit_dir) if circuit_dir else None,
+            "params": summary.get("trainable_parameters") or _params(circuit_dir),
+            "train_tokens_per_s": (summary.get("throughput") or {}).get("tokens_per_s"),
             "metrics": results["metrics"], "run_dir": str(run_dir)}
+
+
+def _lora_model(recipe: Recipe, run_dir: Path):
+    from peft import PeftModel
+
+    from ..backbone import load_backbone
+
+    return PeftModel.from_pretrained(load_backbone(recipe.model)[0], str(run_dir / "lora")).eval()
+
+
+def _train_summary(run_dir: Path) -> dict:
+    path = run_dir / "train_summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _params(circuit_dir: Path | None) -> int:
@@ -199,6 +227,10 @@ def metric_names(entries: list[dict]) -> list[str]:
     return names
 
 
+def _rate(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f}"
+
+
 def _cell(m: dict | None) -> str:
     if not m or m.get("value") is None:
         return "–"
@@ -211,19 +243,20 @@ def write_outputs(result: dict, out: Path) -> None:
     """ablation.md (value [95% CI] (n)), ablation.csv (value, ci_low, ci_high, n per metric), .json, .png."""
     metrics = result["metrics"]
     rows = [{"entry": e["name"], "what": e["description"], "params": e["params"],
+             "train tok/s": _rate(e.get("train_tokens_per_s")),
              **{m: _cell(e["metrics"].get(m)) for m in metrics}} for e in result["entries"]]
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text("# Ablation\n\nEach cell: value [95% bootstrap interval] (n).\n\n"
-                                     + markdown_table(rows, ["entry", "what", "params", *metrics]))
+                                     + markdown_table(rows, ["entry", "what", "params", "train tok/s", *metrics]))
     flat = []
     for e in result["entries"]:
-        row = {"entry": e["name"], "params": e["params"]}
+        row = {"entry": e["name"], "params": e["params"], "train_tokens_per_s": e.get("train_tokens_per_s")}
         for m in metrics:
             v = e["metrics"].get(m) or {}
             row.update({m: v.get("value"), f"{m}_ci_low": v.get("ci_low"), f"{m}_ci_high": v.get("ci_high"),
                         f"{m}_n": v.get("n")})
         flat.append(row)
-    cols = ["entry", "params"] + [c for m in metrics for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]
+    cols = ["entry", "params", "train_tokens_per_s"] + [c for m in metrics for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]
     write_csv(flat, cols, out / "ablation.csv")
     result["figure"] = str(plot_ablation(result, out / "ablation.png"))
     write_json(result, out / "ablation.json")
