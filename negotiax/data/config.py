@@ -18,6 +18,8 @@ class Source:
     `hub` is the Hugging Face dataset id tried when the file is not found (`hub_format` if its layout
     differs from the file's). `part` picks the H3Fusion half of TruthfulQA ("train" / "test" / "all").
     An `optional` source that cannot be found is skipped with a warning instead of failing the run.
+    For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
+    flags (e.g. the refusing safe answers of a preference file), and `limit` keeps the first N rows.
     """
 
     path: str | None = None
@@ -28,8 +30,15 @@ class Source:
     hub_format: str | None = None
     part: str | None = None
     optional: bool = False
+    response_filter: str | None = None  # refusal: keep the rows whose response refuses (training only)
+    limit: int | None = None  # the first N rows of this source
 
     def __post_init__(self):
+        if self.response_filter not in (None, "refusal"):
+            raise ValueError(f"data source {self.path or self.hub}: response_filter={self.response_filter!r}; "
+                             "choose refusal or null")
+        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
+            raise ValueError(f"data source {self.path or self.hub}: limit={self.limit!r}; a positive integer")
         if not self.path and not self.hub:
             raise ValueError("data source: give a path (file or hub id) or a hub id")
         for name in ("format", "hub_format"):
@@ -52,10 +61,16 @@ def _src(**kw) -> dict:
 
 DEFAULT_TRAIN = {
     "helpful": [_src(path="alpaca/alpaca_small_2000.json", format="alpaca", hub="tatsu-lab/alpaca")],
-    # Harmful instruction -> safe (mostly refusing) answer. The PKU-SafeRLHF files are kept out of the
-    # policy's default data: the local safety judge trains on them, and a judge never grades with what the
-    # policy learnt from (DESIGN section 5). `PKU_SAFE_TRAIN` adds their safe responses when asked for.
+    # The PKU-SafeRLHF "safe" answers mostly comply (about 5% refuse), so only their refusing answers train
+    # the harmless objective; `PKU_SAFE_TRAIN` adds all their safe answers when asked for.
     "harmless": [
+        # Harmful questions in the BeaverTails style, answered with a refusal: the refusing safe answers of
+        # the PKU-SafeRLHF preference files (their prompts are dropped from the local safety judge's data).
+        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo",
+             response_filter="refusal", optional=True),
+        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl", format="pku_pairs",
+             response_filter="refusal", optional=True),
+        # Harmful instructions -> safe (mostly refusing) answers.
         _src(path="safety_tuned_llamas/safety_only_data_Instructions.json", format="alpaca",
              hub="PKU-Alignment/BeaverTails", hub_split="30k_train", hub_format="beavertails"),
     ],

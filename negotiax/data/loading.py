@@ -109,6 +109,14 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
                 continue
             counts = files[source.name]
             examples = _training_examples(examples, source.name, counts)
+            if source.response_filter == "refusal":
+                from ..metrics import refusal  # the evaluation's validated detector (data loads before metrics)
+
+                kept_rows = [ex for ex in examples if refusal(ex.response)]
+                counts["not_refusal_dropped"] = len(examples) - len(kept_rows)
+                examples = kept_rows
+            if source.limit is not None:
+                examples = examples[:source.limit]
             counts["test_overlap_dropped"] = counts["duplicates_dropped"] = 0
             for ex in examples:
                 key = normalize_prompt(ex.prompt)
