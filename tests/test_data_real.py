@@ -95,8 +95,17 @@ def test_train_sets_drop_test_prompts(train_sets, test_sets, data_dir):
     for objective, examples in train_sets.items():
         assert examples and all(ex.response for ex in examples)
         assert not {normalize_prompt(ex.prompt) for ex in examples} & blocked, objective
-    # The default harmless data is the safety-tuned-llamas file alone (the PKU files belong to the judge).
-    assert list(train_sets.stats["harmless"]["files"]) == ["safety_tuned_llamas/safety_only_data_Instructions.json"]
+    # The default harmless data: safety-tuned-llamas, and only the refusing safe answers of the PKU files.
+    from negotiax.metrics import refusal
+
+    files = train_sets.stats["harmless"]["files"]
+    assert "safety_tuned_llamas/safety_only_data_Instructions.json" in files
+    assert "beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl" not in files  # the judge's
+    dpo = files["beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"]
+    assert dpo["not_refusal_dropped"] > 4000 and dpo["examples"] > 50
+    pku = [ex for ex in train_sets["harmless"] if "pku" in (ex.source or "")]
+    assert len(pku) == dpo["examples"] + files["beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl"]["examples"]
+    assert all(refusal(ex.response) for ex in pku)
 
 
 def test_pku_train_sources_drop_test_prompts_and_unsafe_answers(test_sets, data_dir):
