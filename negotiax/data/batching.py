@@ -32,6 +32,8 @@ class TokenizedDataset(Sequence):
                 cuts["prompt"] += enc.cut_prompt
                 cuts["response"] += enc.cut_response
                 self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
+        for feature, ex in zip(self.features, self.examples):
+            feature["ce"] = 0 if ex.meta.get("route_only") else 1  # route-only rows: routing loss alone
         n_tokens = sum(len(f["input_ids"]) for f in self.features)
         self.stats = {"examples": len(self.features), "tokens": n_tokens, "max_length": max_length,
                       "template": template, "cut_examples": cuts["examples"],
@@ -81,4 +83,7 @@ class Collator:
             ids[row, span] = torch.tensor(f["input_ids"], dtype=torch.long)
             labels[row, span] = torch.tensor(f["labels"], dtype=torch.long)
             mask[row, span] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if any("ce" in f for f in features):  # which rows' answers are learnt (0: routing supervision only)
+            out["ce_rows"] = torch.tensor([int(f.get("ce", 1)) for f in features], dtype=torch.long)
+        return out

@@ -20,6 +20,8 @@ class Source:
     An `optional` source that cannot be found is skipped with a warning instead of failing the run.
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
     flags (e.g. the refusing safe answers of a preference file), and `limit` keeps the first N rows.
+    A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
+    say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
     """
 
     path: str | None = None
@@ -32,6 +34,7 @@ class Source:
     optional: bool = False
     response_filter: str | None = None  # refusal: keep the rows whose response refuses (training only)
     limit: int | None = None  # the first N rows of this source
+    route_only: bool = False  # training: its rows teach the routing loss only (their answers are not learnt)
 
     def __post_init__(self):
         if self.response_filter not in (None, "refusal"):
@@ -70,6 +73,9 @@ DEFAULT_TRAIN = {
              response_filter="refusal", optional=True),
         _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl", format="pku_pairs",
              response_filter="refusal", optional=True),
+        # More such questions for the routing loss alone: which objective decides them, not their answers.
+        _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo",
+             route_only=True, limit=400, optional=True),
         # Harmful instructions -> safe (mostly refusing) answers.
         _src(path="safety_tuned_llamas/safety_only_data_Instructions.json", format="alpaca",
              hub="PKU-Alignment/BeaverTails", hub_split="30k_train", hub_format="beavertails"),

@@ -117,6 +117,8 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
                 examples = kept_rows
             if source.limit is not None:
                 examples = examples[:source.limit]
+            if source.route_only:
+                examples = [dataclasses.replace(ex, meta={**ex.meta, "route_only": True}) for ex in examples]
             counts["test_overlap_dropped"] = counts["duplicates_dropped"] = 0
             for ex in examples:
                 key = normalize_prompt(ex.prompt)

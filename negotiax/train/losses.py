@@ -28,6 +28,13 @@ def prediction_mask(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def ce_labels(labels: torch.Tensor, ce_rows: torch.Tensor | None) -> torch.Tensor:
+    """The labels whose answers are learnt: rows with ce_rows 0 (route-only examples) become all -100."""
+    if ce_rows is None:
+        return labels
+    return labels.masked_fill(~ce_rows.bool()[:, None].to(labels.device), IGNORE)
+
+
 def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy averaged over the batch's response tokens."""
     shift_logits = logits[:, :-1].float()
@@ -82,14 +89,16 @@ def circuit_overlap(circuit: Circuit) -> torch.Tensor:
 def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, SiteOutput],
                alpha: torch.Tensor | None, circuit: Circuit, objective: int, *, lambda_route: float,
                lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
-               attention_mask: torch.Tensor | None = None, route_per_token: bool = False) -> dict[str, torch.Tensor]:
+               attention_mask: torch.Tensor | None = None, route_per_token: bool = False,
+               ce_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
     The drift averages over response tokens, or over every real (non-padding) token with drift_tokens="all".
     """
     mask = response_mask(labels)
-    terms = {"ce": response_ce(logits, labels)}
+    learnt = ce_labels(labels, ce_rows)  # route-only rows teach the routing term alone
+    terms = {"ce": response_ce(logits, learnt) if (learnt[:, 1:] != IGNORE).any() else logits.new_zeros(())}
     if alpha is not None and lambda_route > 0:
         terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective,
                                                    per_token=route_per_token)

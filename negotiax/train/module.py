@@ -12,7 +12,7 @@ from torch import nn
 
 from ..attach import Attachment
 from .config import TrainConfig
-from .losses import loss_terms, response_ce
+from .losses import ce_labels, loss_terms, response_ce
 
 
 def uses_routing_loss(attachment: Attachment | None) -> bool:
@@ -36,18 +36,20 @@ class CircuitTrainModule(nn.Module):
         self.routing = uses_routing_loss(attachment)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                objective: int) -> dict[str, torch.Tensor]:
+                objective: int, ce_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         with self._only_pathway(objective), self._forced_routing(objective, input_ids.shape[0]):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        if self.circuit is None:  # sft-lora: the response CE alone
-            ce = response_ce(out.logits, labels)
+        if self.circuit is None:  # sft-lora: the response CE alone (route-only rows teach it nothing)
+            learnt = ce_labels(labels, ce_rows)
+            ce = response_ce(out.logits, learnt) if (learnt[:, 1:] != -100).any() else out.logits.sum() * 0
             return {"ce": ce, "loss": ce}
         record = dict(self.attachment.record)
         alpha = self.attachment.alpha() if self.routing else None
         return loss_terms(out.logits, labels, record, alpha, self.circuit, objective,
                           lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
-                          attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token")
+                          attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token",
+                          ce_rows=ce_rows)
 
     @contextmanager
     def _forced_routing(self, objective: int, batch: int):

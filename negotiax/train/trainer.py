@@ -28,7 +28,7 @@ from ..attach import Attachment
 from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .losses import response_ce
+from .losses import ce_labels, response_ce
 from .metrics import MetricsLogger
 from .module import CircuitTrainModule
 from .schedule import make_scheduler
@@ -192,7 +192,8 @@ class Trainer:
         batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
         # Only the last backward of an optimiser step all-reduces gradients across processes.
         with nullcontext() if sync else self.accelerator.no_sync(self.module):
-            terms = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"], index)
+            terms = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"], index,
+                                batch.get("ce_rows"))
             values = {name: float(t.detach()) for name, t in terms.items()}
             bad = [name for name, v in values.items() if not math.isfinite(v)]
             if bad:
@@ -227,8 +228,11 @@ class Trainer:
                 with self.accelerator.autocast():
                     logits = module.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                              use_cache=False).logits
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                total += float(response_ce(logits, batch["labels"])) * n
+                labels = ce_labels(batch["labels"], batch.get("ce_rows"))  # answers that are learnt
+                n = int((labels[:, 1:] != -100).sum())
+                if n == 0:
+                    continue
+                total += float(response_ce(logits, labels)) * n
                 count += n
             out[objective] = total / max(count, 1)
         if module.attachment is not None:
