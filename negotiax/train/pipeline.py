@@ -90,7 +90,7 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
 
 def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
     """Tokenized training sets of the circuit's objectives, a mixture sampler over them, held-out batches."""
-    from ..data import Collator, MixtureSampler, TokenizedDataset, load_train_sets
+    from ..data import Collator, TokenizedDataset, load_train_sets
 
     # A3 pairs: only the circuit's objectives are loaded; one without a data source is a clear error.
     data = replace(recipe.data, objectives=list(objectives),
@@ -106,9 +106,19 @@ def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
                                                    f"{objective} held out")
         log.info("objective %s: %d training examples, %d held out", objective, len(examples), len(kept_out))
     collate = Collator(tokenizer, padding_side="right")
-    sampler = MixtureSampler(train, data.batch_size, weights=data.mixture_weights, seed=recipe.seed)
+    sampler = process_sampler(train, data.batch_size, data.mixture_weights, recipe.seed)
     eval_batches = {o: fixed_batches(list(rows), data.batch_size, collate) for o, rows in held_out.items()}
     return CollatedSteps(sampler, collate), eval_batches
+
+
+def process_sampler(datasets: dict, batch_size: int, weights: dict | None, seed: int):
+    """The mixture sampler of this process: under `accelerate launch`, its own slice of every step's global
+    batch (batch_size per process), so the processes train on different examples."""
+    from ..data import MixtureSampler
+
+    state = PartialState()
+    return MixtureSampler(datasets, batch_size, weights=weights, seed=seed, rank=state.process_index,
+                          world_size=state.num_processes)
 
 
 def split_holdout(examples: list, n: int, seed: int) -> tuple[list, list]:
