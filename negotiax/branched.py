@@ -116,7 +116,8 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
     for step in range(max_new_tokens):
         _sync(device)
         start = time.perf_counter()
-        # transformers 5 names the KV cache `cache`; logits_to_keep=1 skips the prompt's vocab projection.
+        # transformers >= 5.24 names the KV cache `cache` (pyproject's floor); logits_to_keep=1 skips the
+        # prompt's vocab projection.
         outputs = model(input_ids=step_in, attention_mask=mask, position_ids=pos, cache=past, use_cache=True,
                         logits_to_keep=1)
         logits, past = outputs.logits[:, -1].float(), outputs.cache

@@ -28,6 +28,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. train.steps=50")
 
 
+def add_fresh_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--fresh`: start over when the existing outputs were made with other settings (never a silent wipe)."""
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"start over: rename {what} to <name>.old-<timestamp> first (nothing is deleted)")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="negotiax", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING")

@@ -3,7 +3,9 @@
 Every metric is {value, n, missing, ci_low, ci_high, judge, unit}. A judge call that failed after its
 retries is a missing annotation: counted in `missing`, listed by id in results.json, never scored.
 WR, SS, TI are percentages; Avg = (WR + TI - SS) / 3 with an interval from independent bootstrap draws
-of its three parts. Outputs: results.json, results.md, results.csv in `out_dir`.
+of its three parts. Outputs: results.json, results.md, results.csv in `out_dir`, and fingerprint.json: the
+settings that made them (see negotiax.fingerprint), so a re-run reuses them only for the same settings.
+MC1/MC2 and NLL are scored under the preference beta the generations were decoded with.
 """
 from __future__ import annotations
 
@@ -18,13 +20,16 @@ from typing import Any
 
 import numpy as np
 
+from . import fingerprint as fp
 from . import metrics as M
 from .data.records import sha256_file
 from .data.schema import Example
 from .eval_config import EvalConfig
+from .generate import meta_path, preference
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
+RECORD = "fingerprint.json"
 
 
 def load_generations(path: str | Path) -> list[dict]:
@@ -203,39 +208,83 @@ def _provenance(gen_path: Path | None, examples: dict[str, list[Example]]) -> di
     out = {"data_files": [{"path": f, "sha256": sha256_file(f)} for f in files]}
     if gen_path is not None:
         out["generations"] = {"path": str(gen_path), "sha256": sha256_file(gen_path)}
-        meta = gen_path.with_name(gen_path.name + ".meta.json")
-        if meta.is_file():
-            out["decoding"] = json.loads(meta.read_text()).get("decoding")
     return out
+
+
+def _decoding(gen_path: Path | None, given: dict | None) -> dict | None:
+    """The decoding the generations were made with: as given, else as recorded next to the file."""
+    recorded = None
+    if gen_path is not None and meta_path(gen_path).is_file():
+        recorded = json.loads(meta_path(gen_path).read_text()).get("decoding")
+    if given is not None and recorded is not None and fp.canonical(given) != fp.canonical(recorded):
+        raise ValueError(f"{gen_path} was generated with decoding {recorded}, but evaluation was given {given}; "
+                         "evaluate the generations made with these settings")
+    return given if given is not None else recorded
+
+
+def evaluation_settings(cfg: EvalConfig, rows: list[dict], gen_path: Path | None,
+                        examples: dict[str, list[Example]], decoding: dict | None, model=None, attachment=None,
+                        judges: dict | None = None) -> dict:
+    """What decides results.json: the eval keys (less fingerprint.NEUTRAL), the generations' checksum, the
+    test ids, the decoding (its beta steers MC/NLL too), and for MC/NLL the model and circuit."""
+    values = fp.settings({"eval": dataclasses.asdict(cfg)})
+    values["generations"] = sha256_file(gen_path) if gen_path is not None else \
+        hashlib.sha256(fp.canonical(rows).encode()).hexdigest()
+    ids = fp.canonical({o: [e.id for e in exs] for o, exs in examples.items()})
+    values["examples"] = hashlib.sha256(ids.encode()).hexdigest()
+    values.update(fp.flatten({"decoding": decoding}))
+    if model is not None and {"mc", "nll"} & set(cfg.metrics):
+        values.update(fp.flatten({"model": fp.model_identity(model), "circuit": fp.circuit_identity(attachment)}))
+    if judges is not None:  # judge objects given directly, not built from eval.judges
+        values.update({f"judges_given.{k}": getattr(j, "identity", j.name) for k, j in judges.items()})
+    return values
 
 
 def evaluate(generations: list[dict] | str | Path, examples: dict[str, list[Example]], cfg: EvalConfig | None = None,
              model=None, tokenizer=None, attachment=None, out_dir: str | Path = "runs/eval",
              judges: dict | None = None, decoding: dict | None = None) -> dict[str, Any]:
-    """Score `generations` against the test `examples`; write results.{json,md,csv} to `out_dir`."""
+    """Score `generations` against the test `examples`; write results.{json,md,csv} to `out_dir`.
+
+    `decoding` (default: the one recorded next to the generations file) is recorded, and its preference beta
+    is set on the circuit while MC/NLL are scored. Results already in `out_dir` are returned as they are when
+    they were made with the same settings; with other settings, fingerprint.SettingsChangedError.
+    """
     cfg = cfg or EvalConfig()
+    out_dir = Path(out_dir)
     gen_path = None if isinstance(generations, list) else Path(generations)
     rows = generations if isinstance(generations, list) else load_generations(gen_path)
+    decoding = _decoding(gen_path, decoding)
+    with preference(attachment, (decoding or {}).get("preference") or {}):
+        values = evaluation_settings(cfg, rows, gen_path, examples, decoding, model, attachment, judges)
+        if fp.check(out_dir / RECORD, "evaluation", values, (out_dir / "results.json").is_file()):
+            log.info("%s already evaluated with these settings; reusing its results.json", out_dir)
+            return json.loads((out_dir / "results.json").read_text())
+        results = _score(rows, gen_path, examples, cfg, model, tokenizer, attachment, judges)
+    results["decoding"] = decoding
+    fp.write_record(out_dir / RECORD, "evaluation", values)
+    write_reports(results, out_dir)
+    return results
+
+
+def _score(rows: list[dict], gen_path: Path | None, examples: dict[str, list[Example]], cfg: EvalConfig, model,
+           tokenizer, attachment, judges: dict | None) -> dict[str, Any]:
     pairs, by_obj, coverage = _join(rows, examples)
     judges = judges if judges is not None else build_judges(cfg)
     judges = {k: j for k, j in judges.items() if KIND_METRIC[k] in cfg.metrics}
     sc, res = Scorer(cfg), {}
     _judge_metrics(pairs, judges, sc, res)
     _offline_metrics(pairs, by_obj, cfg, sc, res, model, tokenizer)
-    results = {
+    return {
         "metrics": res, "coverage": coverage,
         "judges": {k: (j.judge.info() if hasattr(j, "judge") and hasattr(j.judge, "info") else {"name": j.name})
                    for k, j in judges.items()},
         "judge_calls": {k: dataclasses.asdict(j.stats) for k, j in judges.items() if hasattr(j, "stats")},
-        "circuit_preference": attachment.circuit.preference() if attachment is not None else None,
+        # the preference set on the circuit while MC/NLL were scored: the generations' beta
+        "circuit_preference": fp.preference_in_effect(attachment),
         "config": dataclasses.asdict(cfg),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **_provenance(gen_path, examples),
     }
-    if decoding is not None:
-        results["decoding"] = decoding
-    write_reports(results, Path(out_dir))
-    return results
 
 
 def _fmt(x: float | None) -> str:

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli import add_recipe_arguments
+from .cli import add_fresh_argument, add_recipe_arguments
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-model", action="store_true", help="skip the metrics that need the model (MC, NLL)")
     parser.add_argument("--objectives", metavar="LIST", help="comma-separated test sets (default: all)")
     parser.add_argument("--limit", type=int, metavar="N", help="first N prompts of each test set")
+    add_fresh_argument(parser, "an existing results directory (--out)")
 
 
 def main(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
+    from .fingerprint import set_aside
     from .generate_cli import load_model, test_examples
     from .recipe import load_recipe
 
@@ -35,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
     if need_model:
         model, tokenizer, attachment = load_model(recipe, args.circuit)
     out = Path(args.out or Path(recipe.output_dir) / "eval")
+    if args.fresh:
+        set_aside(out)
     results = evaluate(generations, sets, recipe.eval, model=model, tokenizer=tokenizer, attachment=attachment,
                        out_dir=out)
     for name, m in results["metrics"].items():

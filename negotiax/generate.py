@@ -11,6 +11,7 @@ transformers' `stop_strings`) and are cut from its output, as in the OpenAI API.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from . import fingerprint as fp
 from .branched import branched_generate, encode_prompts, eos_ids
 from .data import format_prompt
 from .data.schema import Example
@@ -77,15 +79,25 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
-def _check_meta(path: Path, meta: dict) -> None:
-    """Refuse to resume a file that was written with other decoding settings."""
-    meta_path = path.with_name(path.name + ".meta.json")
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if old.get("decoding") != meta["decoding"] and path.is_file() and path.stat().st_size:
-            raise ValueError(f"{path} was generated with decoding {old.get('decoding')}, now {meta['decoding']}; "
-                             "use another output path or delete the file to start over")
-    meta_path.write_text(json.dumps(meta, indent=2))
+def meta_path(path: Path) -> Path:
+    """Where a generations file's record lives: its fingerprint, and the decoding read by evaluation."""
+    return path.with_name(path.name + ".meta.json")
+
+
+def generation_settings(model, examples: list[Example], cfg: GenerationConfig, attachment, branched: bool) -> dict:
+    """What decides the rows: decoding (batching too: sampling is seeded per batch), the model (dtype, LoRA),
+    the circuit's weights and the preference in effect, branched decoding, and the prompt set (ids and text)."""
+    prompts = fp.canonical([[ex.id, ex.prompt] for ex in examples])
+    return fp.flatten({
+        "decoding": cfg.decoding(), "batch_size": cfg.batch_size, "sort_by_length": cfg.sort_by_length,
+        "branched": branched, "model": fp.model_identity(model), "circuit": fp.circuit_identity(attachment),
+        "prompts": hashlib.sha256(prompts.encode()).hexdigest()})
+
+
+def _check_settings(path: Path, values: dict, decoding: dict) -> None:
+    """Resume `path` only if it was written with exactly these settings; record them for a new file."""
+    if not fp.check(meta_path(path), "generation", values, path.is_file() and path.stat().st_size > 0):
+        fp.write_record(meta_path(path), "generation", values, decoding=decoding)
 
 
 def plan_batches(tokenizer, examples: list[Example], texts: list[str], cfg: GenerationConfig) -> list[list[int]]:
@@ -168,27 +180,36 @@ def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | 
 
     `branched=True` decodes the attached pathways by per-objective branches (default: only for a circuit of
     the `branched` variant), e.g. a `pathways` circuit evaluated as the branched baseline.
+    An existing `out_path` is resumed only if its recorded settings (`<out_path>.meta.json`) match these;
+    otherwise `fingerprint.SettingsChangedError` names the changed keys.
     """
     cfg = cfg or GenerationConfig()
+    if branched is None:
+        branched = attachment is not None and attachment.circuit.cfg.variant == "branched"
     batch_fn = _batch_fn(attachment, branched)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"example id {dup!r} occurs more than once; ids must be unique to resume by id")
     path = Path(out_path) if out_path is not None else None
-    done: dict[str, dict] = {}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _check_meta(path, {"decoding": cfg.decoding(), "model": getattr(model.config, "_name_or_path", ""),
-                           "circuit": attachment is not None})
-        done = {row["id"]: row for row in read_rows(path)}
+    with preference(attachment, cfg.preference):
+        done: dict[str, dict] = {}
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _check_settings(path, generation_settings(model, examples, cfg, attachment, branched), cfg.decoding())
+            done = {row["id"]: row for row in read_rows(path)}
+        return _generate_rows(model, tokenizer, examples, cfg, path, done, batch_fn)
+
+
+def _generate_rows(model, tokenizer, examples: list[Example], cfg: GenerationConfig, path: Path | None,
+                   done: dict[str, dict], batch_fn) -> list[dict[str, Any]]:
+    ids = [ex.id for ex in examples]
     texts = [format_prompt(tokenizer, ex.prompt, cfg.template) for ex in examples]
     batches = plan_batches(tokenizer, examples, texts, cfg)
     pending = sum(ex.id not in done for ex in examples)
     if done:
         log.info("resuming %s: %d rows done, %d to generate", path, len(examples) - pending, pending)
-    with preference(attachment, cfg.preference), \
-            (path.open("a") if path is not None else contextlib.nullcontext()) as sink, \
+    with (path.open("a") if path is not None else contextlib.nullcontext()) as sink, \
             tqdm(total=pending, desc="generate", unit="ex") as bar:
         for b, batch in enumerate(batches):
             todo = [i for i in batch if examples[i].id not in done]

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli import add_recipe_arguments
+from .cli import add_fresh_argument, add_recipe_arguments
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "an existing file is resumed")
     parser.add_argument("--objectives", metavar="LIST", help="comma-separated test sets (default: all)")
     parser.add_argument("--limit", type=int, metavar="N", help="first N prompts of each test set")
+    add_fresh_argument(parser, "an existing output file (and its .meta.json)")
 
 
 def test_examples(recipe, objectives: str | None, limit: int | None) -> dict:
@@ -46,13 +47,17 @@ def load_model(recipe, circuit: str | None):
 
 
 def main(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from .fingerprint import set_aside
+    from .generate import generate, meta_path
     from .recipe import load_recipe
 
     recipe = load_recipe(args.config, args.overrides)
     sets = test_examples(recipe, args.objectives, args.limit)
     model, tokenizer, attachment = load_model(recipe, args.circuit)
     out = Path(args.out or Path(recipe.output_dir) / "generations.jsonl")
+    if args.fresh:
+        set_aside(out)
+        set_aside(meta_path(out))
     examples = [ex for exs in sets.values() for ex in exs]
     rows = generate(model, tokenizer, examples, recipe.generate, out, attachment=attachment)
     tokens = sum(r["n_new_tokens"] for r in rows)

@@ -3,11 +3,13 @@ the circuit, evaluate both with the same judges and metrics, and write one repor
 
 Everything lands in one run directory; each stage leaves its output there, so re-running the same command
 resumes (training from its last checkpoint, generation from its last finished row) and skips finished stages.
+A re-run with a different recipe stops before doing anything, naming the changed keys: `config.yaml` is
+written once and always describes the settings that made the run's numbers (see negotiax.fingerprint).
+`--fresh` renames an existing run directory to `<dir>.old-<timestamp>` and starts over.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -17,7 +19,10 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .cli import add_recipe_arguments
+import yaml
+
+from . import fingerprint as fp
+from .cli import add_recipe_arguments, add_fresh_argument
 from .config import save_config
 from .recipe import Recipe, load_recipe
 
@@ -48,16 +53,28 @@ def provenance(recipe: Recipe) -> dict:
             "platform": platform.platform(), "recipe_name": recipe.name}
 
 
-def _fingerprint(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _stage_done(path: Path, key: str) -> dict | None:
-    """The stored result of a stage if it finished with the same inputs (key), else None."""
+def check_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """Stop if run_dir's config.yaml records other settings than `recipe` (keys in fingerprint.NEUTRAL aside)."""
+    path = run_dir / "config.yaml"
     if not path.is_file():
-        return None
-    stored = json.loads(path.read_text())
-    return stored if stored.get("key") == key else None
+        return
+    old = fp.settings(yaml.safe_load(path.read_text()) or {})
+    diff = fp.changes(old, fp.settings(asdict(recipe)))
+    if diff:
+        raise fp.SettingsChangedError(f"{run_dir} is a run of another recipe ({path}); changed: {'; '.join(diff)}. "
+                                      f"Nothing was reused or overwritten. To use the new settings, {fp.FRESH_HINT}.")
+
+
+def _record_provenance(path: Path, now: dict) -> None:
+    """provenance.json describes the invocation that started the run; a later one that differs is appended."""
+    if not path.is_file():
+        _write_json(path, now)
+        return
+    first = json.loads(path.read_text())
+    later = first.pop("later_invocations", [])
+    if now != first and now not in later:
+        log.warning("this invocation's packages or git revision differ from the run's first; recorded in %s", path)
+        _write_json(path, {**first, "later_invocations": later + [now]})
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -66,12 +83,13 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def run(recipe: Recipe) -> Path:
+def run(recipe: Recipe, fresh: bool = False) -> Path:
     """Train -> generate (base, trained, and any baselines in run.compare) -> evaluate -> report, in
-    recipe.output_dir; returns the report path."""
+    recipe.output_dir; returns the report path.
+
+    fresh: rename an existing output_dir to <output_dir>.old-<timestamp> first, and start over."""
     from .backbone import load_backbone
     from .data import load_test_sets
-    from .data.records import sha256_file
     from .evaluate import evaluate
     from .generate import generate, preference
     from .negotiation import NEGOTIATING, negotiation_profile, summarize
@@ -85,12 +103,16 @@ def run(recipe: Recipe) -> Path:
                          "with the base model; use `negotiax ablate` for base-only or branched runs")
     started = time.time()
     run_dir = Path(recipe.output_dir)
+    if fresh:
+        fp.set_aside(run_dir)
+    check_recipe(recipe, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(recipe, run_dir / "config.yaml")
-    _write_json(run_dir / "provenance.json", provenance(recipe))
+    if not (run_dir / "config.yaml").is_file():
+        save_config(recipe, run_dir / "config.yaml")
+    _record_provenance(run_dir / "provenance.json", provenance(recipe))
 
     log.info("stage 1/4: train")
-    train_from_recipe(recipe)
+    train_from_recipe(recipe)  # resumes or reuses only a training of exactly this recipe
     baselines = {"sft-lora": sft_lora_recipe(recipe)} if "sft-lora" in recipe.run.compare else {}
     for name, baseline in baselines.items():
         log.info("stage 1/4: train (%s)", name)
@@ -118,19 +140,10 @@ def run(recipe: Recipe) -> Path:
         rows = generate(system_model, tokenizer, examples, gen_cfg, gen_path,
                         attachment=attachment if system == "negotiax" else None)
         log.info("stage 3/4: evaluate (%s)", system)
-        out_dir = run_dir / "eval" / system
-        key = _fingerprint(asdict(recipe.eval), asdict(gen_cfg), [r["id"] for r in rows],
-                           sha256_file(gen_path))
-        done = _stage_done(out_dir / "stage.json", key)
-        if done is None:
-            with preference(attachment if system == "negotiax" else None, gen_cfg.preference):
-                results[system] = evaluate(gen_path, tests, recipe.eval, model=system_model, tokenizer=tokenizer,
-                                           attachment=attachment if system == "negotiax" else None,
-                                           out_dir=out_dir, decoding=gen_cfg.decoding())
-            _write_json(out_dir / "stage.json", {"key": key})
-        else:
-            log.info("%s already evaluated; reusing %s", system, out_dir / "results.json")
-            results[system] = json.loads((out_dir / "results.json").read_text())
+        # Reused when eval/<system> holds results of the same settings; MC/NLL run under the generation's beta.
+        results[system] = evaluate(gen_path, tests, recipe.eval, model=system_model, tokenizer=tokenizer,
+                                   attachment=attachment if system == "negotiax" else None,
+                                   out_dir=run_dir / "eval" / system, decoding=gen_cfg.decoding())
         if system_model is not model:
             del system_model
 
@@ -255,10 +268,11 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser)
+    add_fresh_argument(parser, "the run directory (output_dir)")
 
 
 def main(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.config, args.overrides)
-    report = run(recipe)
+    report = run(recipe, fresh=args.fresh)
     print(f"report: {report} and {report.with_suffix('.html')}")
     return 0

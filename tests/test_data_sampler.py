@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from negotiax.data import DataConfig, MixtureSampler
@@ -73,3 +74,26 @@ def test_bad_sampler_input():
         MixtureSampler({"a": [1]}, 2, weights={"a": -1})
     with pytest.raises(ValueError, match="mixture_weights"):
         DataConfig(mixture_weights={"nope": 1.0})
+
+
+def test_ranks_take_disjoint_slices_of_one_global_draw():
+    sets = _sets()
+    ranks = [MixtureSampler(sets, 3, seed=5, rank=r, world_size=2) for r in range(2)]
+    single = MixtureSampler(sets, 6, seed=5)
+    for step in range(4):
+        parts = [next(s) for s in ranks]
+        whole = next(single)
+        for k, name in enumerate(sets):
+            # the reference draw, computed here: 2 x 3 indices from the stream seeded by (seed, step, objective)
+            drawn = np.random.default_rng([5, step, k]).integers(0, len(sets[name]), 6)
+            assert parts[0][name] == [sets[name][i] for i in drawn[:3]]
+            assert parts[1][name] == [sets[name][i] for i in drawn[3:]]
+            assert parts[0][name] + parts[1][name] == whole[name]  # 2 processes x b == 1 process x 2b
+    state = ranks[1].state_dict()
+    resumed = MixtureSampler(sets, 3, seed=0, rank=1, world_size=2)
+    resumed.load_state_dict(state)
+    assert next(resumed) == next(ranks[1])
+    with pytest.raises(ValueError, match="same number of processes"):
+        MixtureSampler(sets, 3, rank=0, world_size=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="rank=2"):
+        MixtureSampler(sets, 3, rank=2, world_size=2)

@@ -14,6 +14,7 @@ from negotiax.cli import main as cli_main
 from negotiax.data import DataConfig, load_test_sets
 from negotiax.eval_config import EvalConfig
 from negotiax.evaluate import evaluate
+from negotiax.fingerprint import SettingsChangedError
 from negotiax.judges.beaver_dam import CATEGORIES, BeaverDamJudge
 from openai_server import JudgeServer
 
@@ -132,6 +133,57 @@ def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, t
     assert m["lexical_rouge_acc"]["n"] == 2
     assert res["decoding"]["max_new_tokens"] == 3 and res["decoding"]["do_sample"] is False
     assert res["generations"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_changed_judge_refuses_to_overwrite_and_same_settings_reuse(sets, tmp_path, caplog):
+    rows = rows_for(sets)
+    out = tmp_path / "e"
+    cfg = EvalConfig(metrics=["ss", "refusal"], cache_path=None, n_boot=20)
+    first = evaluate(rows, sets, cfg, out_dir=out)
+    assert first["metrics"]["refusal_harmful"]["value"] == 25.0
+    mtime = (out / "results.json").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        assert evaluate(rows, sets, cfg, out_dir=out)["metrics"] == first["metrics"]
+    assert "already evaluated" in caplog.text and (out / "results.json").stat().st_mtime_ns == mtime
+    judged = EvalConfig(metrics=["ss", "refusal"], judges={"safety": "local-safety"}, cache_path=None, n_boot=20)
+    with pytest.raises(SettingsChangedError, match=r"eval\.judges\.safety: absent -> \"local-safety\".*--fresh"):
+        evaluate(rows, sets, judged, out_dir=out)
+    edited = [dict(r, output="changed") if i == 0 else r for i, r in enumerate(rows)]
+    with pytest.raises(SettingsChangedError, match=r"changed: generations: "):
+        evaluate(edited, sets, cfg, out_dir=out)
+    assert (out / "results.json").stat().st_mtime_ns == mtime
+
+
+def test_mc_and_nll_are_scored_under_the_generations_beta(sets, smol_tokenizer, tmp_path):
+    from negotiax import CircuitConfig, attach
+    from negotiax import metrics as M
+    from negotiax.generate import generate
+    from negotiax.generate_config import GenerationConfig
+
+    torch.manual_seed(7)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=1024)).eval()
+    honest = {"honest": sets["honest"][:2]}
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    with torch.no_grad():  # a circuit that is not the identity, so the preference changes the scores
+        for p in attachment.circuit.parameters():
+            p.normal_(0, 0.2)
+    beta = {"harmless": float("inf")}
+    path = tmp_path / "gen.jsonl"
+    generate(model, smol_tokenizer, honest["honest"], GenerationConfig(max_new_tokens=2, preference=beta), path,
+             attachment=attachment)
+    cfg = EvalConfig(metrics=["mc"], cache_path=None, n_boot=20)
+    res = evaluate(path, honest, cfg, model=model, tokenizer=smol_tokenizer, attachment=attachment, out_dir=tmp_path / "e")
+    assert attachment.circuit.preference() == {"helpful": 0.0, "harmless": 0.0, "honest": 0.0}  # restored
+    scores = {}
+    for name, pref in (("beta", beta), ("none", {})):
+        attachment.circuit.set_preference(pref)
+        scores[name] = M.mc_scores(model, smol_tokenizer, honest["honest"], cfg.template, cfg.batch_size)[1]
+    assert scores["beta"] != pytest.approx(scores["none"], rel=1e-3, abs=0)  # beta matters here: the next line can fail
+    assert res["metrics"]["MC2"]["value"] == pytest.approx(100 * sum(scores["beta"]) / 2, rel=1e-6, abs=0)
+    assert res["decoding"]["preference"] == beta and res["circuit_preference"]["harmless"] == float("inf")
+    attachment.detach()
 
 
 def test_config_validation():

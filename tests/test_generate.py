@@ -12,6 +12,7 @@ from negotiax import attach
 from negotiax.circuit import CircuitConfig
 from negotiax.data import format_prompt
 from negotiax.data.schema import Example
+from negotiax.fingerprint import SettingsChangedError
 from negotiax.generate import generate
 from negotiax.generate_config import GenerationConfig
 
@@ -110,8 +111,33 @@ def test_resume_after_interruption_gives_the_same_file(tiny, smol_tokenizer, tmp
 def test_changed_decoding_refuses_to_resume(tiny, smol_tokenizer, tmp_path):
     path = tmp_path / "g.jsonl"
     generate(tiny, smol_tokenizer, examples()[:1], GenerationConfig(max_new_tokens=2), path)
-    with pytest.raises(ValueError, match="decoding"):
+    before = path.read_bytes()
+    with pytest.raises(SettingsChangedError, match=r"decoding\.max_new_tokens: 2 -> 3;.*prompts: .*--fresh"):
         generate(tiny, smol_tokenizer, examples(), GenerationConfig(max_new_tokens=3), path)
+    assert path.read_bytes() == before
+
+
+def test_changed_circuit_or_preference_refuses_to_resume(tiny, smol_tokenizer, tmp_path):
+    path, cfg = tmp_path / "g.jsonl", GenerationConfig(max_new_tokens=2)
+    with attach(tiny, CircuitConfig(rank=4, head_dim=4)) as attachment:
+        generate(tiny, smol_tokenizer, examples()[:2], cfg, path, attachment=attachment)
+        assert generate(tiny, smol_tokenizer, examples()[:2], cfg, path, attachment=attachment)  # same: resumes
+        with pytest.raises(SettingsChangedError, match=r"circuit\.preference\.harmless: 0\.0 -> 1\.0"):
+            generate(tiny, smol_tokenizer, examples()[:2], GenerationConfig(max_new_tokens=2, preference={"harmless": 1}),
+                     path, attachment=attachment)
+        with torch.no_grad():
+            next(attachment.circuit.parameters()).add_(0.1)  # other weights: another circuit
+        with pytest.raises(SettingsChangedError, match=r"circuit\.weights: "):
+            generate(tiny, smol_tokenizer, examples()[:2], cfg, path, attachment=attachment)
+    with pytest.raises(SettingsChangedError, match=r"circuit\.config\.variant: \"negotiax\" -> absent"):
+        generate(tiny, smol_tokenizer, examples()[:2], cfg, path)  # the base model
+
+
+def test_rows_without_a_record_are_never_resumed(tiny, smol_tokenizer, tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"id": "ex0", "output": "made elsewhere"}\n')
+    with pytest.raises(SettingsChangedError, match="no record of the settings"):
+        generate(tiny, smol_tokenizer, examples()[:1], GenerationConfig(max_new_tokens=2), path)
 
 
 def test_preference_is_set_during_generation_and_restored(tiny, smol_tokenizer, monkeypatch):

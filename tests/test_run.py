@@ -80,6 +80,62 @@ def test_preference_applies_to_the_circuit_only(tiny_backbone, tmp_path, data_di
     trained = json.loads((out / "eval" / "negotiax" / "results.json").read_text())
     assert base["decoding"]["preference"] == {}
     assert trained["decoding"]["preference"] == {"harmless": 2.0}
+    # MC/NLL were scored under the same beta as the generations, and results.json says so
+    assert base["circuit_preference"] is None
+    assert trained["circuit_preference"] == {"helpful": 0.0, "harmless": 2.0, "honest": 0.0}
+
+
+def test_run_with_another_recipe_stops_before_touching_the_run(tmp_path):
+    from negotiax.config import save_config
+    from negotiax.fingerprint import SettingsChangedError
+    from negotiax.recipe import load_recipe
+    from negotiax.run import check_recipe, run
+
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(load_recipe("configs/quick.yaml", [f"output_dir={out}"]), out / "config.yaml")
+    before = (out / "config.yaml").read_text()
+    changed = load_recipe("configs/quick.yaml", [f"output_dir={out}", "train.lr=0.01", "generate.max_new_tokens=9"])
+    with pytest.raises(SettingsChangedError, match=r"generate\.max_new_tokens: 48 -> 9; train\.lr: 0\.003 -> 0\.01"):
+        run(changed)
+    assert (out / "config.yaml").read_text() == before and sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    # keys that change no number (name, logging, checkpoint cadence, caches) are not a different recipe
+    check_recipe(load_recipe("configs/quick.yaml", [f"output_dir={out}", "name=other", "train.log_every=1",
+                                                    "train.save_every=3", "eval.cache_path=null"]), out)
+
+
+def train_args(backbone, out, data_dir, *extra):
+    return ["train", *extra, "--config", "configs/quick.yaml", f"output_dir={out}", f"model.name_or_path={backbone}",
+            f"data.data_dir={data_dir}", "data.train_limit=16", "data.batch_size=2", "data.max_length=96",
+            "train.steps=2", "train.warmup_steps=0", "train.eval_holdout=0", "train.progress=false",
+            "circuit.rank=4", "circuit.head_dim=4"]
+
+
+def test_train_stops_on_changed_settings_fresh_retrains_same_recipe_reuses(tiny_backbone, tmp_path, data_dir,
+                                                                           caplog):
+    out = tmp_path / "run"
+    weights = out / "circuit" / "circuit.safetensors"
+    assert main(train_args(tiny_backbone, out, data_dir) + ["train.lr=0.003"]) == 0
+    first, mtime = weights.read_bytes(), weights.stat().st_mtime_ns
+
+    caplog.clear()
+    assert main(train_args(tiny_backbone, out, data_dir) + ["train.lr=0.01"]) == 2
+    assert "changed: train.lr: 0.003 -> 0.01." in caplog.text and "--fresh" in caplog.text
+    assert weights.stat().st_mtime_ns == mtime and not list(tmp_path.glob("run.old-*"))
+
+    caplog.clear()  # the same recipe (logging keys aside) reuses the finished training
+    with caplog.at_level("INFO"):
+        assert main(train_args(tiny_backbone, out, data_dir) + ["train.lr=0.003", "train.log_every=1"]) == 0
+    assert "skipping training" in caplog.text and weights.stat().st_mtime_ns == mtime
+
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert main(train_args(tiny_backbone, out, data_dir, "--fresh") + ["train.lr=0.01"]) == 0
+    old = list(tmp_path.glob("run.old-*"))
+    assert len(old) == 1 and (old[0] / "circuit" / "circuit.safetensors").read_bytes() == first
+    assert f"renamed to {old[0]}" in caplog.text
+    assert weights.read_bytes() != first  # retrained with the new lr
+    assert json.loads((out / "train_fingerprint.json").read_text())["values"]["train.lr"] == 0.01
 
 
 def test_run_compares_with_sft_lora_and_sweeps_the_preference(tiny_backbone, tmp_path, data_dir):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,28 +137,23 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
     from ..train.pipeline import train_from_recipe
 
     run_dir = Path(recipe.output_dir)
-    done = run_dir / "eval" / "results.json"
     circuit_dir = _circuit_dir(entry, recipe, cfg)
     needs_training = (circuit_dir is not None or entry.name == SFT_LORA) and \
         not (entry.name == "branched" and cfg.branched_source == "pathways")
     if needs_training:
         train_from_recipe(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if done.is_file():
-        log.info("%s: reusing %s", entry.name, done)
-        results = json.loads(done.read_text())
-    else:
-        if circuit_dir is not None and not (circuit_dir / "circuit.json").is_file():
-            raise FileNotFoundError(f"{circuit_dir}: no trained circuit for {entry.name!r}; "
-                                    "run the pathways entry first or set branched_source=own")
-        attachment = load_circuit(circuit_dir, model) if circuit_dir is not None else None
-        # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
-        entry_model = _lora_model(recipe, run_dir) if entry.name == SFT_LORA else model
-        try:
-            results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
-        finally:
-            if attachment is not None:
-                attachment.detach()
+    if circuit_dir is not None and not (circuit_dir / "circuit.json").is_file():
+        raise FileNotFoundError(f"{circuit_dir}: no trained circuit for {entry.name!r}; "
+                                "run the pathways entry first or set branched_source=own")
+    attachment = load_circuit(circuit_dir, model) if circuit_dir is not None else None
+    # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
+    entry_model = _lora_model(recipe, run_dir) if entry.name == SFT_LORA else model
+    try:  # finished generations and results are reused only when their fingerprints match (negotiax.fingerprint)
+        results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
+    finally:
+        if attachment is not None:
+            attachment.detach()
     summary = _train_summary(run_dir if entry.name == SFT_LORA or circuit_dir is None else circuit_dir.parent)
     return {"name": entry.name, "description": entry.description, "circuit": entry.circuit,
             "circuit_dir": str(circuit_dir) if circuit_dir else None,

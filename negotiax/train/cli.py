@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..cli import add_recipe_arguments
+from ..cli import add_fresh_argument, add_recipe_arguments
 from ..recipe import load_recipe
 
 log = logging.getLogger(__name__)
@@ -12,6 +12,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_recipe_arguments(parser)
+    add_fresh_argument(parser, "the run directory (output_dir)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.config, args.overrides)
     try:
-        run_dir = train_from_recipe(recipe)
+        run_dir = train_from_recipe(recipe, fresh=args.fresh)
     except NonFiniteLossError as err:
         log.error("training stopped: %s", err)
         return 3

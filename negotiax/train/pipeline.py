@@ -1,6 +1,8 @@
 """`train_from_recipe`: the thin glue from a recipe to the trainer (backbone, circuit, data, run dir).
 
-Re-running with the same output_dir resumes from the last checkpoint, or does nothing if the run finished.
+Re-running with the same output_dir resumes from the last checkpoint, or does nothing if the run finished;
+both only when the recorded training fingerprint (train_fingerprint.json) matches the recipe's, else it stops
+with an error naming the changed keys (`fresh=True` renames the old run directory aside first).
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import random
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import yaml
+from accelerate import PartialState
 from accelerate.utils import set_seed
 
+from .. import fingerprint as fp
 from ..attach import attach
 from ..backbone import load_backbone
 from ..recipe import Recipe
@@ -21,6 +24,9 @@ from .steps import CollatedSteps, fixed_batches
 from .trainer import SUMMARY, Trainer
 
 log = logging.getLogger(__name__)
+
+RECORD = "train_fingerprint.json"
+SECTIONS = ("seed", "model", "circuit", "data", "train")  # what decides the trained weights
 
 
 def finished_summary(run_dir: Path, steps: int) -> dict | None:
@@ -32,17 +38,44 @@ def finished_summary(run_dir: Path, steps: int) -> dict | None:
     return summary if summary.get("finished") and summary.get("steps") == steps else None
 
 
-def train_from_recipe(recipe: Recipe) -> Path:
-    """Train the recipe's circuit into <output_dir>/circuit; returns the run directory."""
+def train_settings(recipe: Recipe) -> dict:
+    """The training fingerprint's values: model, circuit, data and train keys (less fingerprint.NEUTRAL).
+    train.sft_lora configures the baseline only (sft_lora_recipe copies it into that run's train keys)."""
+    return {k: v for k, v in fp.settings(asdict(recipe), SECTIONS).items() if not k.startswith("train.sft_lora.")}
+
+
+def has_training_outputs(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in (SUMMARY, "checkpoints", "circuit", "lora"))
+
+
+def check_training(recipe: Recipe) -> bool:
+    """True when output_dir holds training outputs of exactly this recipe (resume or reuse them), False when
+    it holds none; SettingsChangedError when they were made with other settings."""
+    run_dir = Path(recipe.output_dir)
+    return fp.check(run_dir / RECORD, "training", train_settings(recipe), has_training_outputs(run_dir))
+
+
+def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
+    """Train the recipe's circuit into <output_dir>/circuit; returns the run directory.
+
+    fresh: first rename an existing output_dir to <output_dir>.old-<timestamp> (see fingerprint.set_aside)."""
     run_dir = Path(recipe.output_dir)
     if recipe.circuit.variant == "base" and not recipe.train.lora:
         log.info("circuit.variant=base: the backbone runs alone, so there is nothing to train")
         return run_dir
-    if finished_summary(run_dir, recipe.train.steps):
-        log.info("%s already holds a finished %d-step run; skipping training", run_dir, recipe.train.steps)
+    state = PartialState()  # under `accelerate launch`, only the main process renames and writes records
+    if fresh and state.is_main_process:
+        fp.set_aside(run_dir)
+    state.wait_for_everyone()
+    same = check_training(recipe)
+    if same and finished_summary(run_dir, recipe.train.steps):
+        log.info("%s already holds a finished %d-step run of this recipe; skipping training", run_dir,
+                 recipe.train.steps)
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(asdict(recipe), sort_keys=False))
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fp.write_record(run_dir / RECORD, "training", train_settings(recipe))
+    state.wait_for_everyone()
     set_seed(recipe.seed)
     model, tokenizer = load_backbone(recipe.model)
     model = prepare_backbone(model, recipe.train)
@@ -81,7 +114,7 @@ def loss_weights(mixture: dict[str, float] | None, objectives: list[str]) -> dic
 
 def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
     """Tokenized training sets of the circuit's objectives, a mixture sampler over them, held-out batches."""
-    from ..data import Collator, MixtureSampler, TokenizedDataset, load_train_sets
+    from ..data import Collator, TokenizedDataset, load_train_sets
 
     # A3 pairs: only the circuit's objectives are loaded; one without a data source is a clear error.
     data = replace(recipe.data, objectives=list(objectives),
@@ -97,9 +130,19 @@ def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
                                                    f"{objective} held out")
         log.info("objective %s: %d training examples, %d held out", objective, len(examples), len(kept_out))
     collate = Collator(tokenizer, padding_side="right")
-    sampler = MixtureSampler(train, data.batch_size, weights=data.mixture_weights, seed=recipe.seed)
+    sampler = process_sampler(train, data.batch_size, data.mixture_weights, recipe.seed)
     eval_batches = {o: fixed_batches(list(rows), data.batch_size, collate) for o, rows in held_out.items()}
     return CollatedSteps(sampler, collate), eval_batches
+
+
+def process_sampler(datasets: dict, batch_size: int, weights: dict | None, seed: int):
+    """The mixture sampler of this process: under `accelerate launch`, its own slice of every step's global
+    batch (batch_size per process), so the processes train on different examples."""
+    from ..data import MixtureSampler
+
+    state = PartialState()
+    return MixtureSampler(datasets, batch_size, weights=weights, seed=seed, rank=state.process_index,
+                          world_size=state.num_processes)
 
 
 def split_holdout(examples: list, n: int, seed: int) -> tuple[list, list]:
