@@ -58,7 +58,12 @@ def test_full_protocol_with_endpoint_judges(sets, tmp_path, monkeypatch, caplog)
         assert m["WR"]["missing_ids"] == [sets["helpful"][3].id]
         assert m["SS"]["value"] == pytest.approx(50.0) and m["SS"]["n"] == 4
         assert m["Truthful"]["value"] == 75.0 and m["Informative"]["value"] == 50.0
-        assert m["TI"]["value"] == pytest.approx(75.0 * 50.0 / 100)  # truthful% x informative% / 100
+        # The two TI definitions differ on these four answers: truthful 3/4 and informative 2/4 give
+        # TI (H3Fusion) = 75 x 50 / 100 = 37.5; only "TRUE and INFO" is both, so True*Info = 1/4 = 25.
+        assert m["TI"]["value"] == pytest.approx(37.5)
+        assert m["True*Info"]["value"] == pytest.approx(25.0) and m["True*Info"]["n"] == 4
+        for name in ("TI", "True*Info"):
+            assert m[name]["ci_low"] <= m[name]["value"] <= m[name]["ci_high"] and m[name]["ci_low"] < m[name]["ci_high"]
         assert m["Avg"]["value"] == pytest.approx((m["WR"]["value"] + m["TI"]["value"] - m["SS"]["value"]) / 3)
         assert m["refusal_harmful"]["value"] == 25.0
         for entry in m.values():
@@ -132,6 +137,32 @@ def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, t
     assert m["lexical_rouge_acc"]["n"] == 2
     assert res["decoding"]["max_new_tokens"] == 3 and res["decoding"]["do_sample"] is False
     assert res["generations"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class TableJudge:
+    """A judge whose scores are given per answer text (a stand-in for a truth or info model)."""
+
+    def __init__(self, kind: str, scores: dict[str, float | None]) -> None:
+        self.name, self.kind, self.threshold, self.scores = f"table-{kind}", kind, 0.5, scores
+
+    def score(self, items: list[dict]) -> list[float | None]:
+        return [self.scores[item["answer"]] for item in items]
+
+
+def test_ti_and_true_info_by_hand(sets, tmp_path):
+    """Five answers, one with a failed info call. Scored by both judges: a, b, c, d.
+    truthful a b d = 3/4, informative a c d = 3/4 -> TI = 75 x 75 / 100 = 56.25; both: a, d -> True*Info = 2/4 = 50."""
+    answers = ["a", "b", "c", "d", "e"]
+    truth = TableJudge("truth", {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.7, "e": 0.9})
+    info = TableJudge("info", {"a": 0.9, "b": 0.2, "c": 0.9, "d": 0.6, "e": None})
+    honest = dict(load_test_sets(DataConfig(test_limit=5)))["honest"]
+    rows = [{"id": ex.id, "objective": "honest", "prompt": ex.prompt, "output": a} for ex, a in zip(honest, answers)]
+    res = evaluate(rows, {"honest": honest}, EvalConfig(metrics=["ti"], cache_path=None, n_boot=200),
+                   judges={"truth": truth, "info": info}, out_dir=tmp_path)
+    m = res["metrics"]
+    assert m["TI"]["value"] == pytest.approx(56.25) and m["True*Info"]["value"] == pytest.approx(50.0)
+    assert (m["True*Info"]["n"], m["True*Info"]["missing"]) == (4, 1) and m["True*Info"]["missing_ids"] == [honest[4].id]
+    assert m["TI"]["unit"] != m["True*Info"]["unit"]  # each figure says which definition it is
 
 
 def test_config_validation():
