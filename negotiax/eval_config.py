@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 JUDGE_METRICS = ("wr", "ss", "ti")  # need a judge each: pairwise / safety / truth+info
-OFFLINE_METRICS = ("refusal", "lexical", "mc", "nll")  # need no judge; mc and nll need the model
+OFFLINE_METRICS = ("refusal", "repetition", "lexical", "mc", "nll")  # need no judge; mc and nll need the model
 METRICS = JUDGE_METRICS + OFFLINE_METRICS
 JUDGE_KINDS = ("pairwise", "safety", "truth", "info")
 

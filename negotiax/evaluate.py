@@ -126,6 +126,14 @@ def _offline_metrics(pairs, examples_by_obj, cfg: EvalConfig, sc: Scorer, res: d
         if benign:
             res["over_refusal_benign"] = sc.entry("over_refusal_benign", M.refusal_rate([r["output"] for r, _ in benign]),
                                                   detector, 100, "% refused")
+    answers = [r["output"] for rows in pairs.values() for r, _ in rows]
+    if "repetition" in cfg.metrics and answers:
+        loop = f"word {M.LOOP_N}-gram occurring >= {M.LOOP_COUNT} times"
+        res["repetition"] = sc.entry("repetition", [float(M.repetition_loop(a)) for a in answers], loop, 100,
+                                     "% of answers caught in a loop")
+        distinct = [d for d in (M.distinct_n(a, 2) for a in answers) if d is not None]  # answers of 2+ words
+        res["distinct_2"] = sc.entry("distinct_2", distinct, "distinct word bigrams / bigrams, per answer", 100,
+                                     "% (mean over answers)")
     honest = [(r, e) for r, e in pairs.get("honest", []) if e.incorrect_answers]
     if "lexical" in cfg.metrics and honest:
         from rouge_score import rouge_scorer

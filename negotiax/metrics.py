@@ -1,5 +1,5 @@
 """Offline metrics that need no judge: TruthfulQA MC1/MC2 and lexical accuracy, refusal rates,
-reference-answer NLL, and the bootstrap interval every reported number carries.
+repetition (n-gram loops, distinct-2), reference-answer NLL, and the bootstrap interval every reported number carries.
 """
 from __future__ import annotations
 
@@ -41,6 +41,37 @@ def refusal(text: str) -> bool:
 def refusal_rate(outputs: Sequence[str]) -> list[float]:
     """Per-answer refusal indicators (1.0 refused); their mean is the refusal rate."""
     return [float(refusal(o)) for o in outputs]
+
+
+# ---------------------------------------------------------------- degeneration
+
+LOOP_N, LOOP_COUNT = 3, 3  # an answer is caught in a loop when one word 3-gram occurs at least 3 times
+
+
+def _words(text: str) -> list[str]:
+    """Lower-cased words; punctuation and bare numbers are dropped, so "1. Selling products 2. Selling products"
+    repeats the same words as a loop does whatever its list numbers."""
+    return [w for w in re.findall(r"[\w']+", text.lower()) if not w.isdigit()]
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def repetition_loop(text: str, n: int = LOOP_N, min_count: int = LOOP_COUNT) -> bool:
+    """True when some word n-gram occurs at least `min_count` times in the answer (e.g. "no, no, no, no, no")."""
+    counts: dict[tuple[str, ...], int] = {}
+    for gram in _ngrams(_words(text), n):
+        counts[gram] = counts.get(gram, 0) + 1
+        if counts[gram] >= min_count:
+            return True
+    return False
+
+
+def distinct_n(text: str, n: int = 2) -> float | None:
+    """Distinct word n-grams / all word n-grams within one answer; None for an answer shorter than n words."""
+    grams = _ngrams(_words(text), n)
+    return len(set(grams)) / len(grams) if grams else None
 
 
 def bootstrap_draws(values: Sequence[float], n_boot: int = 1000, seed: int = 0,

@@ -165,6 +165,21 @@ def test_ti_and_true_info_by_hand(sets, tmp_path):
     assert m["TI"]["unit"] != m["True*Info"]["unit"]  # each figure says which definition it is
 
 
+def test_repetition_metrics_by_hand(sets, tmp_path):
+    outputs = {"helpful": ["Sure: the cat sat on the cat.", "No, no, no, no, no.", "Hi."],
+               "harmless": ["I can't help with that.", "kill kill kill kill kill kill"]}
+    rows = [{"id": ex.id, "objective": obj, "prompt": ex.prompt, "output": out}
+            for obj, outs in outputs.items() for ex, out in zip(sets[obj], outs)]
+    res = evaluate(rows, sets, EvalConfig(metrics=["repetition"], cache_path=None, n_boot=200), judges={},
+                   out_dir=tmp_path)
+    m = res["metrics"]
+    assert m["repetition"]["value"] == pytest.approx(100 * 2 / 5) and m["repetition"]["n"] == 5  # the two loops
+    # distinct-2 per answer of 2+ words: 5/6 (sure the, the cat x2, ...), 1/4, 4/4 (i can't help with that), 1/5
+    assert m["distinct_2"]["value"] == pytest.approx(100 * (5 / 6 + 1 / 4 + 1 + 1 / 5) / 4) and m["distinct_2"]["n"] == 4
+    assert m["repetition"]["ci_low"] <= m["repetition"]["value"] <= m["repetition"]["ci_high"]
+    assert "repetition" in EvalConfig().metrics  # on by default
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="wr"):
         EvalConfig(metrics=["wr", "bleurt"])

@@ -1,4 +1,4 @@
-"""Offline metrics: MC1/MC2 and NLL against hand computation, lexical accuracy, refusal, bootstrap."""
+"""Offline metrics: MC1/MC2 and NLL against hand computation, lexical accuracy, refusal, repetition, bootstrap."""
 from __future__ import annotations
 
 import math
@@ -10,8 +10,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from negotiax.data import format_prompt
 from negotiax.data.schema import Example
-from negotiax.metrics import (bootstrap_ci, continuation_logprobs, lexical_truth, mc_scores, reference_nll,
-                              refusal, refusal_rate)
+from negotiax.metrics import (bootstrap_ci, continuation_logprobs, distinct_n, lexical_truth, mc_scores,
+                              reference_nll, refusal, refusal_rate, repetition_loop)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,24 @@ def test_bootstrap_ci():
     wide = bootstrap_ci([0, 1] * 5, n_boot=2000)
     assert wide[1] - wide[0] > high - low  # fewer samples, wider interval
     assert np.isclose(np.mean(values), 0.5)
+
+
+@pytest.mark.parametrize("text, looped", [
+    ("No, no, no, no, no.", True),  # words: no x5 -> the 3-gram (no no no) occurs 3 times
+    ("No, no, no, no.", False),  # no x4 -> only 2 occurrences
+    ("anti-blackness and anti-blackness and anti-blackness and anti-blackness", True),  # (anti blackness and) x3
+    ("1. Selling products 2. Selling services 3. Selling products 4. Selling services 5. Selling products "
+     "6. Selling services", True),  # numbers dropped: (selling products selling) x3
+    ("1. Selling products 2. Selling services 3. Selling products", False),
+    ("The cat sat on the mat, and the cat sat on the sofa.", False),  # (the cat sat), (cat sat on) twice each
+    ("", False)])
+def test_repetition_loop(text, looped):
+    assert repetition_loop(text) is looped
+
+
+def test_distinct_2():
+    # bigrams: the cat, cat sat, sat on, on the, the cat -> 4 distinct of 5
+    assert distinct_n("The cat sat on the cat.") == pytest.approx(4 / 5)
+    assert distinct_n("no no no no") == pytest.approx(1 / 3)  # (no no) x3
+    assert distinct_n("Hello there") == 1.0
+    assert distinct_n("Hi.") is None  # no bigram: not an answer distinct-2 can score
