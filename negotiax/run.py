@@ -7,6 +7,7 @@ resumes (training from its last checkpoint, generation from its last finished ro
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import importlib.metadata
 import json
@@ -176,7 +177,10 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
                 "provenance": json.loads((run_dir / "provenance.json").read_text())}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir))
-    _write_json(run_dir / "summary.json", {"metrics": systems, "negotiation": alpha, "report": str(md)})
+    _write_json(run_dir / "summary.json", {
+        "metrics": systems, "negotiation": alpha, "report": str(md),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": settings["provenance"].get("git_revision"), "git_dirty": settings["provenance"].get("git_dirty")})
     return md
 
 
