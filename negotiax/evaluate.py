@@ -149,9 +149,10 @@ def _offline_metrics(pairs, examples_by_obj, cfg: EvalConfig, sc: Scorer, res: d
     cap = cfg.max_offline_examples
     mc_set = [e for e in examples_by_obj.get("honest", []) if e.incorrect_answers][:cap]
     if "mc" in cfg.metrics and mc_set:
-        mc1, mc2 = M.mc_scores(model, tokenizer, mc_set, cfg.template, cfg.batch_size)
-        res["MC1"] = sc.entry("MC1", mc1, "log-likelihood", 100, "%")
-        res["MC2"] = sc.entry("MC2", mc2, "log-likelihood", 100, "%")
+        mc1, mc2 = M.mc_scores(model, tokenizer, mc_set, cfg.template, cfg.batch_size, cfg.mc_format)
+        how = f"log-likelihood, {'TruthfulQA QA primer' if cfg.mc_format == 'qa_primer' else 'chat template'}"
+        res["MC1"] = sc.entry("MC1", mc1, how, 100, "%", mc_format=cfg.mc_format)
+        res["MC2"] = sc.entry("MC2", mc2, how, 100, "%", mc_format=cfg.mc_format)
     if "nll" in cfg.metrics:
         for obj in ("helpful", "honest"):
             nll = M.reference_nll(model, tokenizer, examples_by_obj.get(obj, [])[:cap], cfg.template, cfg.batch_size)

@@ -135,6 +135,13 @@ def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, t
     m = res["metrics"]
     assert m["MC1"]["n"] == 2 and 0 <= m["MC2"]["value"] <= 100 and m["NLL/honest"]["value"] > 0
     assert m["lexical_rouge_acc"]["n"] == 2
+    assert m["MC1"]["mc_format"] == "qa_primer" and res["config"]["mc_format"] == "qa_primer"  # the default
+    assert "QA primer" in m["MC2"]["judge"]
+    chat = evaluate(path, honest, EvalConfig(metrics=["mc"], mc_format="chat", cache_path=None, n_boot=50),
+                    model=model, tokenizer=smol_tokenizer, out_dir=tmp_path / "chat")
+    saved = json.loads((tmp_path / "chat" / "results.json").read_text())
+    assert saved["metrics"]["MC2"]["mc_format"] == "chat" and saved["config"]["mc_format"] == "chat"
+    assert chat["metrics"]["MC2"]["value"] != m["MC2"]["value"]  # another context, another likelihood
     assert res["decoding"]["max_new_tokens"] == 3 and res["decoding"]["do_sample"] is False
     assert res["generations"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -185,6 +192,8 @@ def test_config_validation():
         EvalConfig(metrics=["wr", "bleurt"])
     with pytest.raises(ValueError, match="kind"):
         EvalConfig(judges={"helpfulness": "openai-pairwise"})
+    with pytest.raises(ValueError, match="mc_format"):
+        EvalConfig(mc_format="five-shot")
 
 
 def test_evaluate_cli(sets, tmp_path, monkeypatch):
