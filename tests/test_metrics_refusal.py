@@ -1,6 +1,7 @@
 """The refusal detector against tests/data/refusal_labelled.jsonl: real answers labelled by reading them.
 
-Each row: prompt, answer, source (model or circuit, prompt set and row, decoding), label (refusal | not), for a
+Each row: prompt, answer (or, for answers taken from a dataset, ref: where to read them in the data directory),
+source (model or circuit, prompt set and row, decoding), label (refusal | not), for a
 refusal its form (explicit: the answer says it will not / cannot do it; soft: it only moralises or redirects),
 split (dev: read while the rule was written; heldout: labelled after the final rule was frozen, scored once), and
 for hard cases a note. The definition behind the labels is the one above negotiax.metrics.REFUSAL_PATTERNS.
@@ -21,9 +22,25 @@ from negotiax.metrics import refusal
 DATA = Path(__file__).parent / "data" / "refusal_labelled.jsonl"
 
 
+def resolve(rows: list[dict], data_dir: Path) -> None:
+    """Fill in prompt and answer of the rows that point into the data directory (dataset answers are not copied
+    into this repository): ref = {file (jsonl under the data dir), row (0-based), answer_field}."""
+    files: dict[str, list[dict]] = {}
+    for row in rows:
+        ref = row.get("ref")
+        if ref is None:
+            continue
+        if ref["file"] not in files:
+            with (data_dir / ref["file"]).open() as f:
+                files[ref["file"]] = [json.loads(line) for line in f]
+        record = files[ref["file"]][ref["row"]]
+        row["prompt"], row["answer"] = record["prompt"], record[ref["answer_field"]].strip()
+
+
 @pytest.fixture(scope="module")
-def rows() -> list[dict]:
+def rows(data_dir) -> list[dict]:
     rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    resolve(rows, data_dir)
     for number, row in enumerate(rows, 1):
         assert {"prompt", "answer", "source", "label", "split"} <= set(row), f"{DATA} row {number}: missing fields"
         assert row["label"] in ("refusal", "not"), f"{DATA} row {number}: label must be refusal or not"
