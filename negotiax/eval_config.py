@@ -4,9 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 JUDGE_METRICS = ("wr", "ss", "ti")  # need a judge each: pairwise / safety / truth+info
-OFFLINE_METRICS = ("refusal", "lexical", "mc", "nll")  # need no judge; mc and nll need the model
+OFFLINE_METRICS = ("refusal", "repetition", "lexical", "mc", "nll")  # need no judge; mc and nll need the model
 METRICS = JUDGE_METRICS + OFFLINE_METRICS
 JUDGE_KINDS = ("pairwise", "safety", "truth", "info")
+MC_FORMATS = ("qa_primer", "chat")  # the context MC1/MC2 answers are scored in (negotiax.metrics.mc_context)
 
 
 @dataclass
@@ -27,7 +28,10 @@ class EvalConfig:
     n_boot: int = 1000
     ci_level: float = 0.95
     seed: int = 0
-    template: str = "auto"  # prompt template for MC / NLL scoring (as in generation)
+    template: str = "auto"  # prompt template for NLL scoring, and for MC scoring when mc_format is chat
+    # MC1/MC2 context: qa_primer (the TruthfulQA paper's six-example QA primer, comparable with published
+    # figures) or chat (the question as the user turn of `template`, as the model is prompted in generation)
+    mc_format: str = "qa_primer"
     batch_size: int = 8  # MC / NLL forward batch
     max_offline_examples: int | None = None  # cap MC / NLL examples per set (CPU budget); None: all
 
@@ -38,6 +42,8 @@ class EvalConfig:
         bad = set(self.judges) - set(JUDGE_KINDS)
         if bad:
             raise ValueError(f"eval.judges: unknown kind(s) {sorted(bad)}; kinds are {', '.join(JUDGE_KINDS)}")
+        if self.mc_format not in MC_FORMATS:
+            raise ValueError(f"eval.mc_format={self.mc_format!r}: choose one of {', '.join(MC_FORMATS)}")
         if self.n_boot < 1:
             raise ValueError(f"eval.n_boot={self.n_boot}: must be at least 1")
         if not 0 < self.ci_level < 1:

@@ -10,6 +10,7 @@ written once and always describes the settings that made the run's numbers (see 
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.metadata
 import json
 import logging
@@ -261,8 +262,11 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
                          training=training, sweep=sweep)
-    _write_json(run_dir / "summary.json", {"metrics": systems, "negotiation": alpha, "training": training,
-                                           "preference_sweep": sweep, "report": str(md)})
+    now = provenance(recipe)  # this invocation's code: the one that wrote the report's numbers
+    _write_json(run_dir / "summary.json", {
+        "metrics": systems, "negotiation": alpha, "training": training, "preference_sweep": sweep, "report": str(md),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_revision": now.get("git_revision"), "git_dirty": now.get("git_dirty")})
     return md
 
 

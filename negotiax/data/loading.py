@@ -5,6 +5,7 @@ import dataclasses
 import logging
 from collections import OrderedDict
 
+from ..refusal import refusal
 from .config import DataConfig, Source
 from .records import normalize_prompt
 from .schema import Example
@@ -110,8 +111,6 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
             counts = files[source.name]
             examples = _training_examples(examples, source.name, counts)
             if source.response_filter == "refusal":
-                from ..metrics import refusal  # the evaluation's validated detector (data loads before metrics)
-
                 kept_rows = [ex for ex in examples if refusal(ex.response)]
                 counts["not_refusal_dropped"] = len(examples) - len(kept_rows)
                 examples = kept_rows

@@ -1,0 +1,101 @@
+"""Print the README's results table (Markdown) from a finished run, so that no figure is typed by hand.
+
+    python scripts/readme_table.py --run runs/quick
+
+Reads `<run>/summary.json` (written by `negotiax run`): one column per system it holds (base, NegotiaX, and
+sft-lora when present), each figure as value [95% interval] with one decimal, and a first line that names the
+run's commit and date. Older summaries without a commit fall back to `<run>/provenance.json`, and without a
+date to the newest `created` of `<run>/eval/*/results.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# (metric key in summary.json, row label); a row appears when any system has the metric
+ROWS = (
+    ("refusal_harmful", "refusal on harmful prompts (keyword detector)"),
+    ("over_refusal_benign", "over-refusal on benign prompts (keyword detector)"),
+    ("MC1", "TruthfulQA MC1"),
+    ("MC2", "TruthfulQA MC2"),
+    ("SS", "SS, safety judge (lower is better)"),
+    ("TI", "TI = truthful% x informative% / 100 (H3Fusion)"),
+    ("True*Info", "True*Info, answers both true and informative (TruthfulQA paper)"),
+    ("WR", "WR, win rate against the reference"),
+    ("repetition", "answers caught in a repetition loop (lower is better)"),
+    ("distinct_2", "distinct-2 within an answer"),
+)
+SYSTEM_NAMES = {"base": "base", "negotiax": "NegotiaX", "sft-lora": "sft-lora"}
+
+
+def _cell(metric: dict | None) -> str:
+    if not metric or metric.get("value") is None:
+        return "–"
+    text = f"{metric['value']:.1f}"
+    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
+        text += f" [{metric['ci_low']:.1f}, {metric['ci_high']:.1f}]"
+    return text
+
+
+def _judge_note(systems: dict[str, dict], key: str) -> str:
+    """The judge that made a judge figure (they differ between local heads and 7B / API judges)."""
+    if key not in ("SS", "TI", "True*Info", "WR"):
+        return ""
+    judge = next((m[key].get("judge") for m in systems.values() if key in m), None)
+    return f"; judge `{judge}`" if judge else ""
+
+
+def _provenance(run_dir: Path, summary: dict) -> tuple[str, str]:
+    """(commit, date) of the run."""
+    revision, dirty = summary.get("git_revision"), summary.get("git_dirty")
+    prov_path = run_dir / "provenance.json"
+    if revision is None and prov_path.is_file():
+        prov = json.loads(prov_path.read_text())
+        revision, dirty = prov.get("git_revision"), prov.get("git_dirty")
+    commit = "unknown commit" if not revision else revision[:10] + (" (with uncommitted changes)" if dirty else "")
+    created = summary.get("created")
+    if created is None:
+        dates = [json.loads(p.read_text()).get("created") for p in sorted(run_dir.glob("eval/*/results.json"))]
+        created = max((d for d in dates if d), default="unknown date")
+    return commit, created
+
+
+def readme_table(run_dir: str | Path) -> str:
+    """The Markdown table (with a provenance line) of the run in `run_dir`."""
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; finish the run first with `negotiax run -c <recipe>`")
+    summary = json.loads(path.read_text())
+    systems = summary.get("metrics")
+    if not isinstance(systems, dict) or not systems:
+        raise ValueError(f"{path} has no per-system 'metrics'; was it written by `negotiax run`?")
+    commit, created = _provenance(run_dir, summary)
+    header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems]
+    lines = [f"Run `{run_dir.name}` at commit {commit}, {created}; values in %, [95% bootstrap interval].", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label in ROWS:
+        if not any(key in m for m in systems.values()):
+            continue
+        n = next(m[key].get("n") for m in systems.values() if key in m)
+        cells = [_cell(m.get(key)) for m in systems.values()]
+        lines.append(f"| {label} (n={n}{_judge_note(systems, key)}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a run directory written by `negotiax run`, e.g. runs/quick")
+    args = parser.parse_args(argv)
+    try:
+        sys.stdout.write(readme_table(args.run))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

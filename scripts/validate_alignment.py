@@ -1,0 +1,97 @@
+"""Tune a recipe on validation prompts, never on the test prompts: train it, then measure routing and refusals.
+
+    .venv/bin/python scripts/validate_alignment.py -c configs/quick.yaml output_dir=runs/val-quick [key=value ...]
+
+Validation prompts (disjoint from the test subsets `negotiax run` scores, which are the first 100 BeaverTails
+30k_test prompts, the first 100 AlpacaEval instructions and the first 80 test-half TruthfulQA questions):
+- harmful: every 14th prompt of BeaverTails-Evaluation.csv (48 prompts, all 14 harm categories);
+- benign: every 10th AlpacaEval instruction from number 300 on (48);
+- honest: test-half TruthfulQA questions 200-247 (48), for routing only.
+It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
+the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts, and the
+base model's rates; --json writes the same (plus a few answers) to a file.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from negotiax.backbone import load_backbone
+from negotiax.data import Example, default_data_dir
+from negotiax.generate import generate
+from negotiax.metrics import refusal_rate
+from negotiax.negotiation import negotiation_profile, summarize
+from negotiax.recipe import load_recipe
+from negotiax.saving import load_circuit
+from negotiax.train.pipeline import train_from_recipe
+
+N = 48
+
+
+def validation_prompts(data_dir: Path) -> dict[str, list[str]]:
+    with (data_dir / "beavertails/BeaverTails-Evaluation.csv").open(encoding="utf-8", newline="") as fh:
+        harmful = [r["prompt"] for r in csv.DictReader(fh)][::14][:N]
+    alpaca_eval = json.loads((data_dir / "alpaca_eval/text_davinci_003_model_outputs.json").read_text())
+    benign = [r["instruction"] for r in alpaca_eval[300::10]][:N]
+    with (data_dir / "truthfulqa/TruthfulQA.csv").open(encoding="utf-8-sig", newline="") as fh:
+        honest = [r["Question"] for r in csv.DictReader(fh)][408 + 200:408 + 200 + N]
+    return {"harmful": harmful, "benign": benign, "honest": honest}
+
+
+def examples(prompts: list[str], objective: str) -> list[Example]:
+    return [Example(id=f"val-{objective}-{i}", objective=objective, prompt=p) for i, p in enumerate(prompts)]
+
+
+def rate(rows: list[dict]) -> float:
+    values = refusal_rate([r["output"] for r in rows])
+    return round(100 * sum(values) / len(values), 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    p.add_argument("--betas", type=float, nargs="+", default=[-4.0, 0.0, 4.0], help="harmless preferences to decode at")
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--json", help="also write the results to this file")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    recipe = load_recipe(args.config, args.overrides)
+    train_from_recipe(recipe)
+    prompts = validation_prompts(default_data_dir(recipe.data.data_dir))
+    model, tokenizer = load_backbone(recipe.model)
+    gen = replace(recipe.generate, max_new_tokens=args.max_new_tokens, preference={})
+    out_dir = Path(recipe.output_dir) / "validation"
+    harmful, benign = examples(prompts["harmful"], "harmless"), examples(prompts["benign"], "helpful")
+    result: dict = {"recipe": args.config, "overrides": args.overrides,
+                    "base": {"refusal_harmful": rate(generate(model, tokenizer, harmful, gen, out_dir / "base-harmful.jsonl")),
+                             "over_refusal_benign": rate(generate(model, tokenizer, benign, gen, out_dir / "base-benign.jsonl"))}}
+    attachment = load_circuit(Path(recipe.output_dir) / "circuit", model)
+    profiles = {g: negotiation_profile(model, tokenizer, attachment, ps, template=recipe.generate.template)
+                for g, ps in prompts.items()}
+    summary = summarize(profiles, {"harmful": "harmless", "benign": "helpful", "honest": "honest"},
+                        attachment.circuit.objectives)
+    result["routing_accuracy"] = {g: round(100 * e["routing_accuracy"], 1) for g, e in summary.items()}
+    result["decision_alpha"] = {g: {o: round(v, 2) for o, v in e["decision"].items()} for g, e in summary.items()}
+    samples = {}
+    for beta in args.betas:
+        cfg = replace(gen, preference={"harmless": beta})
+        rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}.jsonl", attachment=attachment)
+        result[f"refusal_harmful@{beta:+g}"] = rate(rows)
+        if beta == 0:
+            benign_rows = generate(model, tokenizer, benign, cfg, out_dir / "benign+0.jsonl", attachment=attachment)
+            result["over_refusal_benign@+0"] = rate(benign_rows)
+            samples = {"harmful": [r["output"] for r in rows[:4]], "benign": [r["output"] for r in benign_rows[:4]]}
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps({**result, "samples": samples}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""scripts/readme_table.py: the README's results table comes from a run's summary.json, not from typing."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "readme_table.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("readme_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metric(value, low, high, n, judge="offline"):
+    return {"value": value, "ci_low": low, "ci_high": high, "n": n, "missing": 0, "judge": judge, "unit": "%"}
+
+
+def write_run(tmp_path: Path, systems: dict, **extra) -> Path:
+    run = tmp_path / "quick"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"metrics": systems, "negotiation": {}, "report": "r.md", **extra}))
+    return run
+
+
+def test_table_from_summary(script, tmp_path, capsys):
+    systems = {
+        "base": {"refusal_harmful": metric(27.0, 19.0, 36.04, 100), "MC2": metric(23.44, 20.0, 27.0, 80),
+                 "SS": metric(20.0, 13.0, 28.0, 100, "local-safety:smollm2"), "SS/violence": metric(1.0, 0, 2, 9)},
+        "negotiax": {"refusal_harmful": metric(14.0, 8.0, 21.0, 100), "MC2": metric(26.26, 22.0, 30.0, 80),
+                     "SS": metric(15.0, 8.0, 22.0, 100, "local-safety:smollm2")},
+        "sft-lora": {"refusal_harmful": metric(30.0, 21.0, 39.0, 100)},
+    }
+    run = write_run(tmp_path, systems, created="2026-11-30T21:00:00+00:00", git_revision="0123456789abcdef",
+                    git_dirty=False)
+    assert script.main(["--run", str(run)]) == 0
+    assert capsys.readouterr().out == (
+        "Run `quick` at commit 0123456789, 2026-11-30T21:00:00+00:00; values in %, [95% bootstrap interval].\n"
+        "\n"
+        "| metric | base | NegotiaX | sft-lora |\n"
+        "|---|---|---|---|\n"
+        "| refusal on harmful prompts (keyword detector) (n=100) | 27.0 [19.0, 36.0] | 14.0 [8.0, 21.0] "
+        "| 30.0 [21.0, 39.0] |\n"
+        "| TruthfulQA MC2 (n=80) | 23.4 [20.0, 27.0] | 26.3 [22.0, 30.0] | – |\n"
+        "| SS, safety judge (lower is better) (n=100; judge `local-safety:smollm2`) | 20.0 [13.0, 28.0] "
+        "| 15.0 [8.0, 22.0] | – |\n")
+
+
+def test_older_summary_falls_back_to_provenance_and_results(script, tmp_path):
+    run = write_run(tmp_path, {"base": {"MC1": metric(10.0, None, None, 80)}})
+    (run / "provenance.json").write_text(json.dumps({"git_revision": "fedcba9876543210", "git_dirty": True}))
+    for system, created in (("base", "2026-11-30T20:00:00+00:00"), ("negotiax", "2026-11-30T20:05:00+00:00")):
+        (run / "eval" / system).mkdir(parents=True)
+        (run / "eval" / system / "results.json").write_text(json.dumps({"created": created}))
+    table = script.readme_table(run)
+    assert table.startswith("Run `quick` at commit fedcba9876 (with uncommitted changes), 2026-11-30T20:05:00+00:00;")
+    assert "| TruthfulQA MC1 (n=80) | 10.0 |" in table  # no interval: the value alone
+
+
+def test_missing_summary_is_a_clear_error(script, tmp_path, capsys):
+    assert script.main(["--run", str(tmp_path / "nowhere")]) == 2
+    assert "negotiax run" in capsys.readouterr().err
