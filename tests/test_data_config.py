@@ -14,7 +14,10 @@ def test_defaults_follow_the_design():
     cfg = DataConfig()
     assert cfg.objectives == ["helpful", "harmless", "honest"]
     assert cfg.train["helpful"][0].path == "alpaca/alpaca_small_2000.json"
-    assert [s.format for s in cfg.train["harmless"]] == ["alpaca", "pku_raw", "pku_pairs", "pku_dpo"]
+    # Harmless: the PKU files' refusing answers (learnt), their prompts for routing only, safety-tuned-llamas.
+    harmless = [(s.format, s.response_filter, s.route_only) for s in cfg.train["harmless"]]
+    assert harmless == [("pku_dpo", "refusal", False), ("pku_pairs", "refusal", False), ("pku_dpo", None, True),
+                        ("alpaca", None, False)]
     assert cfg.train["honest"][0].part == "train" and cfg.test["honest"].__len__() == 1
     assert cfg.test["harmless"][0].path == "beavertails/beavertails_30k_test.jsonl"
     assert DataConfig(harmless_test="beavertails_eval").test["harmless"][0].format == "beavertails_eval"

@@ -101,11 +101,17 @@ def test_train_sets_drop_test_prompts(train_sets, test_sets, data_dir):
     files = train_sets.stats["harmless"]["files"]
     assert "safety_tuned_llamas/safety_only_data_Instructions.json" in files
     assert "beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl" not in files  # the judge's
-    dpo = files["beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"]
-    assert dpo["not_refusal_dropped"] > 4000 and dpo["examples"] > 50
-    pku = [ex for ex in train_sets["harmless"] if "pku" in (ex.source or "")]
-    assert len(pku) == dpo["examples"] + files["beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl"]["examples"]
-    assert all(refusal(ex.response) for ex in pku)
+    dpo = "beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"
+    refusing = files[f"{dpo} (refusals)"]
+    assert refusing["not_refusal_dropped"] > 4000 and refusing["examples"] > 50
+    learnt = [ex for ex in train_sets["harmless"] if "pku" in (ex.source or "") and not ex.meta.get("route_only")]
+    assert len(learnt) == refusing["examples"] + files[
+        "beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl (refusals)"]["examples"]
+    assert all(refusal(ex.response) for ex in learnt)
+    # The same file's prompts, one row each, supervise only the routing (their answers mostly comply).
+    routed = [ex for ex in train_sets["harmless"] if ex.meta.get("route_only")]
+    assert len(routed) == files[f"{dpo} (route only)"]["examples"] > 500
+    assert len({normalize_prompt(ex.prompt) for ex in routed}) == len(routed)
 
 
 def test_pku_train_sources_drop_test_prompts_and_unsafe_answers(test_sets, data_dir):

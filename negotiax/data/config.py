@@ -55,7 +55,10 @@ class Source:
 
     @property
     def name(self) -> str:
-        return self.path or self.hub or "?"
+        """The file or hub id, with the training filters that make it a different source of examples."""
+        base = self.path or self.hub or "?"
+        tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only)) if on]
+        return f"{base} ({', '.join(tags)})" if tags else base
 
 
 def _src(**kw) -> dict:
@@ -73,9 +76,10 @@ DEFAULT_TRAIN = {
              response_filter="refusal", optional=True),
         _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl", format="pku_pairs",
              response_filter="refusal", optional=True),
-        # More such questions for the routing loss alone: which objective decides them, not their answers.
+        # More such questions (one row per prompt) for the routing loss alone: which objective decides them,
+        # not their answers (most of which comply).
         _src(path="beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json", format="pku_dpo",
-             route_only=True, limit=400, optional=True),
+             route_only=True, optional=True),
         # Harmful instructions -> safe (mostly refusing) answers.
         _src(path="safety_tuned_llamas/safety_only_data_Instructions.json", format="alpaca",
              hub="PKU-Alignment/BeaverTails", hub_split="30k_train", hub_format="beavertails"),

@@ -116,8 +116,12 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
                 examples = kept_rows
             if source.limit is not None:
                 examples = examples[:source.limit]
-            if source.route_only:
-                examples = [dataclasses.replace(ex, meta={**ex.meta, "route_only": True}) for ex in examples]
+            if source.route_only:  # one row per prompt: the routing target does not depend on the answer
+                first = {}
+                for ex in examples:
+                    first.setdefault(normalize_prompt(ex.prompt), ex)
+                counts["same_prompt_dropped"] = len(examples) - len(first)
+                examples = [dataclasses.replace(ex, meta={**ex.meta, "route_only": True}) for ex in first.values()]
             counts["test_overlap_dropped"] = counts["duplicates_dropped"] = 0
             for ex in examples:
                 key = normalize_prompt(ex.prompt)
