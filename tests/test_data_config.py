@@ -28,7 +28,7 @@ def test_overrides_replace_one_objective_only():
     r = load_recipe(overrides=["data.train.helpful=my/file.jsonl", "data.test_limit={harmless: 500}",
                                "data.objectives=[helpful,harmless]"])
     assert r.data.train["helpful"] == [Source(path="my/file.jsonl")]
-    assert r.data.train["harmless"][0].path.startswith("safety_tuned_llamas/")
+    assert r.data.train["harmless"][-1].path.startswith("safety_tuned_llamas/")  # the defaults, unchanged
     assert r.data.test_limit_for("harmless") == 500 and r.data.test_limit_for("helpful") is None
 
 
