@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from negotiax.report import paired_change, verdict
+
 # (metric key in summary.json, row label); a row appears when any system has the metric
 ROWS = (
     ("refusal_harmful", "refusal on harmful prompts (keyword detector)"),
@@ -73,7 +75,9 @@ def readme_table(run_dir: str | Path) -> str:
     if not isinstance(systems, dict) or not systems:
         raise ValueError(f"{path} has no per-system 'metrics'; was it written by `negotiax run`?")
     commit, created = _provenance(run_dir, summary)
-    header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems]
+    others = [s for s in systems if s != "base"] if "base" in systems else []
+    header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems] + \
+        [f"{SYSTEM_NAMES.get(s, s)} − base (paired)" for s in others]
     lines = [f"Run `{run_dir.name}` at commit {commit}, {created}; values in %, [95% bootstrap interval].", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key, label in ROWS:
@@ -81,8 +85,35 @@ def readme_table(run_dir: str | Path) -> str:
             continue
         n = next(m[key].get("n") for m in systems.values() if key in m)
         cells = [_cell(m.get(key)) for m in systems.values()]
+        for s in others:
+            ch = paired_change(systems["base"].get(key, {}), systems[s].get(key, {}))
+            cells.append("–" if ch is None else
+                         f"{ch['value']:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}] {verdict(ch, key not in LOWER)}")
         lines.append(f"| {label} (n={n}{_judge_note(systems, key)}) | " + " | ".join(cells) + " |")
+    lines += _routing_lines(summary) + _sweep_lines(summary)
     return "\n".join(lines) + "\n"
+
+
+LOWER = {"over_refusal_benign", "SS", "repetition"}  # metrics where lower is better (for the verdicts)
+
+
+def _routing_lines(summary: dict) -> list[str]:
+    """Routing accuracy at the decision position, per prompt type (from negotiation.json's summary)."""
+    neg = summary.get("negotiation") or {}
+    parts = [f"{g} → {e['expected']} {100 * e['routing_accuracy']:.0f}% (n={e['n']})" for g, e in neg.items()
+             if isinstance(e, dict) and e.get("routing_accuracy") is not None]
+    return ["", "Routing accuracy at the decision position (share of prompts whose α favours the expected "
+            "objective): " + "; ".join(parts) + "."] if parts else []
+
+
+def _sweep_lines(summary: dict) -> list[str]:
+    """Refusal on harmful prompts at each swept preference beta."""
+    points = summary.get("preference_sweep") or []
+    if not points:
+        return []
+    parts = [f"β_{p['objective']} {p['beta']:+g}: {_cell(p.get('refusal_harmful'))} refusal, "
+             f"{_cell(p.get('over_refusal_benign'))} over-refusal" for p in points]
+    return ["", "Preference sweep of the trained circuit: " + "; ".join(parts) + "."]
 
 
 def main(argv: list[str] | None = None) -> int:
