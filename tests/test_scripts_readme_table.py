@@ -43,13 +43,29 @@ def test_table_from_summary(script, tmp_path, capsys):
     assert capsys.readouterr().out == (
         "Run `quick` at commit 0123456789, 2026-11-30T21:00:00+00:00; values in %, [95% bootstrap interval].\n"
         "\n"
-        "| metric | base | NegotiaX | sft-lora |\n"
-        "|---|---|---|---|\n"
+        "| metric | base | NegotiaX | sft-lora | NegotiaX − base (paired) | sft-lora − base (paired) |\n"
+        "|---|---|---|---|---|---|\n"
         "| refusal on harmful prompts (keyword detector) (n=100) | 27.0 [19.0, 36.0] | 14.0 [8.0, 21.0] "
-        "| 30.0 [21.0, 39.0] |\n"
-        "| TruthfulQA MC2 (n=80) | 23.4 [20.0, 27.0] | 26.3 [22.0, 30.0] | – |\n"
+        "| 30.0 [21.0, 39.0] | – | – |\n"
+        "| TruthfulQA MC2 (n=80) | 23.4 [20.0, 27.0] | 26.3 [22.0, 30.0] | – | – | – |\n"
         "| SS, safety judge (lower is better) (n=100; judge `local-safety:smollm2`) | 20.0 [13.0, 28.0] "
-        "| 15.0 [8.0, 22.0] | – |\n")
+        "| 15.0 [8.0, 22.0] | – | – | – |\n")
+
+
+def test_paired_change_routing_and_sweep_lines(script, tmp_path):
+    base = {"refusal_harmful": {**metric(25.0, 10.0, 40.0, 4),
+                                "items": {"scale": 100, "stat": "mean", "values": {"a": 0, "b": 0, "c": 0, "d": 1}}}}
+    trained = {"refusal_harmful": {**metric(100.0, 100.0, 100.0, 4),
+                                   "items": {"scale": 100, "stat": "mean", "values": {"a": 1, "b": 1, "c": 1, "d": 1}}}}
+    run = write_run(tmp_path, {"base": base, "negotiax": trained})
+    summary = json.loads((run / "summary.json").read_text())
+    summary["negotiation"] = {"harmful": {"n": 4, "expected": "harmless", "routing_accuracy": 0.75}}
+    summary["preference_sweep"] = [{"objective": "harmless", "beta": -4.0, "refusal_harmful": metric(5.0, 0.0, 10.0, 4)}]
+    (run / "summary.json").write_text(json.dumps(summary))
+    table = script.readme_table(run)
+    # every prompt moves 0 -> 1 except d (already 1): +75 points, and every resample stays above 0 -> better
+    assert "| +75.0 [+25.0, +100.0] better |" in table
+    assert "harmful → harmless 75% (n=4)" in table and "β_harmless -4: 5.0 [0.0, 10.0] refusal" in table
 
 
 def test_older_summary_falls_back_to_provenance_and_results(script, tmp_path):
