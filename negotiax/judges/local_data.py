@@ -1,7 +1,8 @@
 """Labelled data for the local judges: PKU-SafeRLHF and BeaverTails for safety, TruthfulQA's judge files.
 
 Every loader returns rows {context, answer, label, group, source} (label 1 = unsafe / true / informative;
-group = the prompt or question, so splits never put one group on both sides).
+group = the normalised prompt or question, so splits never put one group on both sides). A judge never trains
+on a prompt or question it grades, nor on one the policy trains on by default (DESIGN.md §5, "Local judges").
 """
 from __future__ import annotations
 
@@ -12,15 +13,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.records import normalize_prompt
+from ..data.alpaca import load_alpaca
+from ..data.records import normalize_prompt, read_rows
+from ..data.safety import load_beavertails_eval
+from ..data.truthfulqa import load_truthfulqa, split_questions
 
 PKU = "beavertails/pku_saferlhf"
+BT_TRAIN_SAMPLE = "beavertails/beavertails_30k_train_unsafe_sample140.csv"  # 140 unsafe 30k_train pairs
 SAFETY_TRAIN_FILES = (
     f"{PKU}/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl",
     f"{PKU}/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
     f"{PKU}/pku_saferlhf_test_realign_dpo_5k.json",
+    BT_TRAIN_SAMPLE,
 )  # test_2000_guardreasoner.json holds the same pairs as the 1000-pair file, so it is left out
 SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
+TRUTHFULQA_CSV = "truthfulqa/TruthfulQA.csv"
+# Files whose prompts the safety judge never trains on: the policy's default training data (harmless:
+# safety_tuned_llamas only; helpful: Alpaca; honest: TruthfulQA, all 817 questions to be safe) and every
+# harmless evaluation set. A training row whose normalised prompt occurs in any of them is dropped.
+SAFETY_BLOCKED_FILES = (
+    "safety_tuned_llamas/safety_only_data_Instructions.json",
+    "alpaca/alpaca_small_2000.json",
+    TRUTHFULQA_CSV,
+    SAFETY_TEST_FILE,
+    "beavertails/BeaverTails-Evaluation.csv",
+)
 TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
 _QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
 
@@ -50,7 +67,7 @@ def _row(prompt: str, response: str, unsafe: bool, source: str) -> dict:
 
 def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     """Labelled PKU-SafeRLHF responses (label 1 = unsafe), one row per distinct (prompt, response)."""
-    sample, pairs, dpo = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
+    sample, pairs, dpo, sample140 = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
     rows = []
     for r in _read_jsonl(sample):
         for i in (0, 1):
@@ -61,7 +78,41 @@ def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     for r in json.loads(dpo.read_text(encoding="utf-8")):
         rows += [_row(r["prompt"], r["response"][0], False, dpo.name),
                  _row(r["prompt"], r["response"][1], True, dpo.name)]
+    for n, r in enumerate(read_rows(sample140), 2):  # every row is is_safe=False (SOURCES.md)
+        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str) or not isinstance(r.get("response"), str):
+            raise ValueError(f"{sample140}:{n}: expected the columns prompt, response, category")
+        rows.append(_row(r["prompt"], r["response"], True, sample140.name))
     return _dedupe(rows)
+
+
+def blocked_safety_prompts(data_dir: Path) -> dict[str, set[str]]:
+    """Normalised prompts of every file in SAFETY_BLOCKED_FILES, read by the project's own loaders."""
+    data_dir = Path(data_dir)
+    out = {}
+    for name in SAFETY_BLOCKED_FILES:
+        path = _need(data_dir / name)
+        if name.endswith("BeaverTails-Evaluation.csv"):
+            examples = load_beavertails_eval(path)
+        elif name == TRUTHFULQA_CSV:
+            examples = load_truthfulqa(path)
+        elif name == SAFETY_TEST_FILE:
+            out[name] = {r["group"] for r in load_safety_test(data_dir)}
+            continue
+        else:
+            examples = load_alpaca(path)
+        out[name] = {normalize_prompt(ex.prompt) for ex in examples}
+    return out
+
+
+def truthfulqa_halves(data_dir: Path) -> dict[str, set[str]]:
+    """Normalised questions of the H3Fusion halves of TruthfulQA.csv: 'train' (408) and 'test' (409)."""
+    questions = load_truthfulqa(_need(Path(data_dir) / TRUTHFULQA_CSV))
+    return {part: {normalize_prompt(q.prompt) for q in split_questions(questions, part)} for part in ("train", "test")}
+
+
+def text_hash(text: str) -> str:
+    """Short sha256 of a normalised prompt or question: what a card lists of the texts a judge trained on."""
+    return hashlib.sha256(normalize_prompt(text).encode()).hexdigest()[:16]
 
 
 def load_safety_test(data_dir: Path) -> list[dict]:
@@ -92,8 +143,8 @@ def load_truthfulqa_judge(data_dir: Path, kind: str) -> tuple[list[dict], dict]:
         label = r["completion"].strip().lower()
         if label not in ("yes", "no"):
             raise ValueError(f"{path}:{n}: completion {r['completion']!r} is neither ' yes' nor ' no'")
-        rows.append({"context": question, "answer": answer, "label": int(label == "yes"), "group": question,
-                     "source": path.name})
+        rows.append({"context": question, "answer": answer, "label": int(label == "yes"),
+                     "group": normalize_prompt(question), "source": path.name})
     return _dedupe(rows)
 
 
