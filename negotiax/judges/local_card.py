@@ -26,7 +26,8 @@ def _safety_data(tr: dict) -> list[str]:
         f"- the {tr['available_after_filter']} rows left are split 85/15 by prompt into training / validation",
         "- checked files: " + ", ".join(f"`{x['path']}` (sha256 `{x['sha256'][:16]}…`)" for x in tr["blocked_files"]),
         "- **disjoint from the policy's default training data**: none of the files above it trains on is a default "
-        "training file of the policy (harmless: `safety_tuned_llamas/safety_only_data_Instructions.json`; helpful: "
+        "training file of the policy (since issue 11, harmless: `safety_tuned_llamas/safety_only_data_Instructions.json` "
+        "only; helpful: "
         "`alpaca/alpaca_small_2000.json`; honest: the TruthfulQA train half), and none of its prompts occurs in "
         "those files or in the test sets. The JSON card lists the sha256 (first 16 hex digits) of every normalised "
         f"prompt it was fitted or validated on (`trained_prompt_sha256_16`, {len(tr['trained_prompt_sha256_16'])} "
@@ -87,12 +88,13 @@ def write_model_card(card: dict, path: str | Path) -> Path:
         "Training and validation rows come only from these files:",
         *[f"- `{x['path']}` sha256 `{x['sha256'][:16]}…`" for x in tr["files"]],
         *(_safety_data(tr) if card["kind"] == "safety" else _truthfulqa_data(tr)),
-        f"- subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash of the text) to "
-        f"fit a CPU budget; the test set is not subsampled: n_test={tr['n_test']}"
+        f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash of "
+        f"the text) to fit a CPU budget; test rows n_test={tr['n_test']}"
         + (" (all of `" + tr["test_files"][0]["path"] + "`)" if "test_files" in tr
            else " (every labelled answer to the test-half questions)" if tr["n_test"] == tr["rows_in_test_half"]
-           else f" of the {tr['rows_in_test_half']} labelled answers to the test-half questions, chosen by a hash of "
-                f"the text; they cover {tr['questions']['test_graded']} of the {tr['questions']['test']} questions"),
+           else f", a subsample (by a hash of the text) of the {tr['rows_in_test_half']} labelled answers to the "
+                f"test-half questions; they cover {tr['questions']['test_graded']} of its {tr['questions']['test']} "
+                "questions"),
         "",
         "## Metrics",
         f"Accuracy, balanced accuracy and F1 at the threshold {card['threshold']} (chosen on validation); "
