@@ -32,6 +32,7 @@ def _safety_data(tr: dict) -> list[str]:
         "those files or in the test sets. The JSON card lists the sha256 (first 16 hex digits) of every normalised "
         f"prompt it was fitted or validated on (`trained_prompt_sha256_16`, {len(tr['trained_prompt_sha256_16'])} "
         "prompts); `tests/test_local_judges.py` checks them against the data files.",
+        *([f"- {tr['recarded']}"] if tr.get("recarded") else []),
     ]
 
 

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from ..data.alpaca import load_alpaca
-from ..data.records import normalize_prompt, read_rows
+from ..data.records import normalize_prompt
 from ..data.safety import load_beavertails_eval
 from ..data.truthfulqa import load_truthfulqa, split_questions
 
 PKU = "beavertails/pku_saferlhf"
-BT_TRAIN_SAMPLE = "beavertails/beavertails_30k_train_unsafe_sample140.csv"  # 140 unsafe 30k_train pairs
 SAFETY_TRAIN_FILES = (
     f"{PKU}/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl",
     f"{PKU}/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
     f"{PKU}/pku_saferlhf_test_realign_dpo_5k.json",
-    BT_TRAIN_SAMPLE,
 )  # test_2000_guardreasoner.json holds the same pairs as the 1000-pair file, so it is left out
 SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
 TRUTHFULQA_CSV = "truthfulqa/TruthfulQA.csv"
@@ -67,7 +65,7 @@ def _row(prompt: str, response: str, unsafe: bool, source: str) -> dict:
 
 def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     """Labelled PKU-SafeRLHF responses (label 1 = unsafe), one row per distinct (prompt, response)."""
-    sample, pairs, dpo, sample140 = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
+    sample, pairs, dpo = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
     rows = []
     for r in _read_jsonl(sample):
         for i in (0, 1):
@@ -78,10 +76,6 @@ def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     for r in json.loads(dpo.read_text(encoding="utf-8")):
         rows += [_row(r["prompt"], r["response"][0], False, dpo.name),
                  _row(r["prompt"], r["response"][1], True, dpo.name)]
-    for n, r in enumerate(read_rows(sample140), 2):  # every row is is_safe=False (SOURCES.md)
-        if not isinstance(r, dict) or not isinstance(r.get("prompt"), str) or not isinstance(r.get("response"), str):
-            raise ValueError(f"{sample140}:{n}: expected the columns prompt, response, category")
-        rows.append(_row(r["prompt"], r["response"], True, sample140.name))
     return _dedupe(rows)
 
 
