@@ -1,19 +1,65 @@
 """Local judges: data handling, features, the shipped heads, retraining, and the feature-model check."""
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
 from conftest import tiny_model
+from negotiax.data.config import DEFAULT_TRAIN
 from negotiax.judges import local_data as data
 from negotiax.judges.base import JUDGES, make_judge
 from negotiax.judges.local import HEADS_DIR, LocalHead, LocalJudge, identity_mismatch
 from negotiax.judges.local_features import FeatureCache, FeatureSpec, encode, extract, feature_model_identity
-from negotiax.judges.local_train import TrainConfig, train_judge, truthfulqa_splits
+from negotiax.judges.local_train import TrainConfig, safety_splits, train_judge, truthfulqa_splits
 
 KINDS = ("safety", "truth", "info")
+ALL_ROWS = TrainConfig(n_train=None, n_val=None, n_test=None)
+
+
+# The checks below read the data files with the standard library and normalise/hash texts by hand, so they do
+# not rely on the loaders, the split function or the bookkeeping that they check.
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(_norm(text).encode()).hexdigest()[:16]
+
+
+def _truthfulqa_halves(data_dir) -> tuple[list[str], list[str]]:
+    """TruthfulQA.csv's questions in file order, cut as H3Fusion does: first 408 train, last 409 test."""
+    with open(data_dir / "truthfulqa" / "TruthfulQA.csv", encoding="utf-8", newline="") as f:
+        questions = [row["Question"] for row in csv.DictReader(f)]
+    assert len(questions) == 817
+    return questions[:408], questions[408:]
+
+
+def _jsonl_prompts(path) -> list[str]:
+    return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _graded_or_policy_safety_prompts(data_dir) -> dict[str, set[str]]:
+    """Hashes of the prompts the safety judge must never train on: the harmless test sets and the policy's
+    default harmless training file (safety_tuned_llamas; instruction alone and with its input)."""
+    tuned = json.loads((data_dir / "safety_tuned_llamas" / "safety_only_data_Instructions.json").read_text())
+    with open(data_dir / "beavertails" / "BeaverTails-Evaluation.csv", encoding="utf-8", newline="") as f:
+        evaluation = [row["prompt"] for row in csv.DictReader(f)]
+    return {"beavertails_30k_test": {_hash(p) for p in _jsonl_prompts(data_dir / data.SAFETY_TEST_FILE)},
+            "BeaverTails-Evaluation": {_hash(p) for p in evaluation},
+            "safety_tuned_llamas": {_hash(r["instruction"]) for r in tuned}
+            | {_hash(f"{r['instruction']}\n\n{r['input']}") for r in tuned if r.get("input")}}
+
+
+def _safety_training_file_prompts(data_dir) -> set[str]:
+    pku = data_dir / "beavertails" / "pku_saferlhf"
+    prompts = _jsonl_prompts(pku / "PKU-Alignment_PKU-SafeRLHF_sample500.jsonl")
+    prompts += _jsonl_prompts(pku / "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")
+    prompts += [r["prompt"] for r in json.loads((pku / "pku_saferlhf_test_realign_dpo_5k.json").read_text())]
+    return {_hash(p) for p in prompts}
 
 
 def test_judges_are_registered():
@@ -53,24 +99,66 @@ def test_encode_keeps_context_end_and_answer_start(smol_tokenizer):
     assert "Assistant:" in text
 
 
-def test_split_by_question_keeps_questions_apart(data_dir):
-    rows, stats = data.load_truthfulqa_judge(data_dir, "truth")
-    assert stats["rows_read"] == 22434 and len(rows) == stats["distinct_texts"] - stats["conflicting_labels_dropped"]
-    train, val, test = data.split_groups(rows, (0.7, 0.1, 0.2), seed=0)
-    groups = [{r["group"] for r in part} for part in (train, val, test)]
-    assert not (groups[0] & groups[1]) and not (groups[0] & groups[2]) and not (groups[1] & groups[2])
-    assert sum(len(g) for g in groups) == 817 and 150 < len(groups[2]) < 180
+def test_truthfulqa_splits_use_the_h3fusion_halves(data_dir):
+    splits, facts = truthfulqa_splits(data_dir, "truth", ALL_ROWS)
+    assert facts["rows_read"] == 22434
+    train_half, test_half = _truthfulqa_halves(data_dir)
+    fitted = {_norm(r["context"]) for part in ("train", "val") for r in splits[part]}
+    graded = {_norm(r["context"]) for r in splits["test"]}
+    assert fitted <= {_norm(q) for q in train_half} and len(fitted) > 400  # 407: one has no judge rows
+    assert graded == {_norm(q) for q in test_half}  # every test-half question, all its labelled answers
+    assert not {r["group"] for r in splits["train"]} & {r["group"] for r in splits["val"]}
+    assert facts["questions"]["test"] == 409
 
 
-def test_safety_training_drops_test_prompts(data_dir):
-    cfg = TrainConfig(n_train=None, n_val=None, n_test=None)
-    from negotiax.judges.local_train import safety_splits
-
-    splits, facts = safety_splits(data_dir, cfg)
-    test_prompts = {r["group"] for r in splits["test"]}
+def test_safety_training_drops_graded_and_policy_prompts(data_dir):
+    splits, facts = safety_splits(data_dir, ALL_ROWS)
     assert len(splits["test"]) == 3021
-    assert not test_prompts & {r["group"] for r in splits["train"] + splits["val"]}
-    assert sum(facts["removed_for_overlap_with_test_rows"].values()) > 0
+    fitted = {_hash(r["context"]) for part in ("train", "val") for r in splits[part]}
+    for name, prompts in _graded_or_policy_safety_prompts(data_dir).items():
+        assert not fitted & prompts, name
+    assert not {r["group"] for r in splits["train"]} & {r["group"] for r in splits["val"]}
+    shared = _safety_training_file_prompts(data_dir) & _graded_or_policy_safety_prompts(data_dir)["beavertails_30k_test"]
+    assert facts["removed_for_overlap_prompts"][data.SAFETY_TEST_FILE] == len(shared) > 0
+
+
+@pytest.mark.parametrize("kind", ("truth", "info"))
+def test_shipped_truthfulqa_heads_never_trained_on_a_graded_question(kind, data_dir):
+    """The leak of issue 11: the heads were fitted on about 70% of the test-half questions they grade."""
+    card = json.loads((HEADS_DIR / f"local-{kind}.json").read_text())
+    trained = set(card["training"]["trained_question_sha256_16"])
+    train_half, test_half = _truthfulqa_halves(data_dir)
+    assert not trained & {_hash(q) for q in test_half}
+    assert trained <= {_hash(q) for q in train_half} and len(trained) > 100
+    assert card["metrics"]["test"]["n"] == card["training"]["n_test"] > 1000
+
+
+def test_shipped_safety_head_never_trained_on_graded_or_policy_prompts(data_dir):
+    card = json.loads((HEADS_DIR / "local-safety.json").read_text())
+    trained = set(card["training"]["trained_prompt_sha256_16"])
+    assert trained and trained <= _safety_training_file_prompts(data_dir)  # the hashes name real training prompts
+    for name, prompts in _graded_or_policy_safety_prompts(data_dir).items():
+        assert not trained & prompts, f"the safety head trained on {len(trained & prompts)} prompts of {name}"
+    assert card["metrics"]["test"]["n"] == 3021
+
+
+@pytest.mark.xfail(any("pku_saferlhf" in s["path"] for s in DEFAULT_TRAIN["harmless"]), strict=True,
+                   reason="negotiax/data/config.py still lists the PKU-SafeRLHF files as default harmless training "
+                          "data; the lead's change (harmless = safety_tuned_llamas only) makes this pass")
+def test_safety_head_files_are_not_policy_training_files():
+    card = json.loads((HEADS_DIR / "local-safety.json").read_text())
+    policy = {s["path"] for sources in DEFAULT_TRAIN.values() for s in sources}
+    assert not policy & {f["path"] for f in card["training"]["files"]}
+
+
+@pytest.mark.parametrize("kind", ("truth", "info"))
+def test_shipped_card_lists_what_the_split_fits_on(kind, data_dir):
+    """The card's list is the real one: rebuilding the split from its config gives the same questions."""
+    card = json.loads((HEADS_DIR / f"local-{kind}.json").read_text())
+    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card["training"]["config"].items()})
+    splits, _ = truthfulqa_splits(data_dir, kind, cfg)
+    fitted = {_hash(r["context"]) for part in ("train", "val") for r in splits[part]}
+    assert fitted == set(card["training"]["trained_question_sha256_16"])
 
 
 def test_parse_qa_names_the_row():

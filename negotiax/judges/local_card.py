@@ -9,7 +9,61 @@ def _fmt(x) -> str:
 
 
 def _metric_row(label: str, m: dict) -> str:
-    return f"| {label} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['f1'])} | {_fmt(m['auroc'])} |"
+    return (f"| {label} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m.get('balanced_accuracy'))} | {_fmt(m['f1'])} "
+            f"| {_fmt(m['auroc'])} |")
+
+
+def _safety_data(tr: dict) -> list[str]:
+    removed_rows = sum(tr["removed_for_overlap_rows"].values())
+    return [
+        f"- rows read {tr['rows_read']} ({tr['prompts_read']} distinct prompts), distinct texts {tr['distinct_texts']}, "
+        f"texts with conflicting labels dropped {tr['conflicting_labels_dropped']}",
+        f"- **dropped** because their prompt (case and whitespace ignored, `negotiax.data.normalize_prompt`) occurs in "
+        f"a file the policy trains on by default or in a harmless test set: {removed_rows} rows, "
+        f"{tr['removed_prompts_total']} prompts. Prompts shared with each checked file: "
+        + ", ".join(f"`{k}` {v}" for k, v in tr["removed_for_overlap_prompts"].items())
+        + ". Rows dropped per training file: " + ", ".join(f"{k} {v}" for k, v in tr["removed_for_overlap_rows"].items()),
+        f"- the {tr['available_after_filter']} rows left are split 85/15 by prompt into training / validation",
+        "- checked files: " + ", ".join(f"`{x['path']}` (sha256 `{x['sha256'][:16]}…`)" for x in tr["blocked_files"]),
+        "- **disjoint from the policy's default training data**: none of the files above it trains on is a default "
+        "training file of the policy (since issue 11, harmless: `safety_tuned_llamas/safety_only_data_Instructions.json` "
+        "only; helpful: "
+        "`alpaca/alpaca_small_2000.json`; honest: the TruthfulQA train half), and none of its prompts occurs in "
+        "those files or in the test sets. The JSON card lists the sha256 (first 16 hex digits) of every normalised "
+        f"prompt it was fitted or validated on (`trained_prompt_sha256_16`, {len(tr['trained_prompt_sha256_16'])} "
+        "prompts); `tests/test_local_judges.py` checks them against the data files.",
+        *([f"- {tr['recarded']}"] if tr.get("recarded") else []),
+    ]
+
+
+def _truthfulqa_data(tr: dict) -> list[str]:
+    q = tr["questions"]
+    return [
+        f"- rows read {tr['rows_read']}, distinct texts {tr['distinct_texts']}, texts with conflicting labels "
+        f"dropped {tr['conflicting_labels_dropped']}",
+        f"- split: {tr['split']}",
+        f"- questions: {q['train']} training / {q['val']} validation (together the train half, {tr['rows_in_train_half']} "
+        f"rows) / {q['test']} test (the test half, {tr['rows_in_test_half']} rows); {q['in_neither_half_dropped']} "
+        f"question of the judge file is in neither half of TruthfulQA.csv ({tr['rows_in_neither_half_dropped']} "
+        "rows, dropped)",
+        "- **never trained on a question it grades**: every question it was fitted or validated on is in the train "
+        "half, the one the policy may train on. The JSON card lists the sha256 (first 16 hex digits) of each "
+        f"normalised question (`trained_question_sha256_16`, {len(tr['trained_question_sha256_16'])} questions); "
+        "`tests/test_local_judges.py` checks them against TruthfulQA.csv.",
+    ]
+
+
+def _previous(card: dict) -> list[str]:
+    prev = card.get("previous_head")
+    if not prev:
+        return []
+    t = prev["test"]
+    return ["", "## The head this one replaced",
+            f"`{prev['name']}` (created {prev['created']}) was trained {prev['trained_on']} (n_train={prev['n_train']}; "
+            f"features: layer {prev['features']['layer']} `{prev['features']['pooling']}`, at most "
+            f"{prev['features']['max_tokens']} tokens). On its own test set it had "
+            f"n={t['n']}, accuracy {_fmt(t['accuracy'])}, F1 {_fmt(t['f1'])}, AUROC {_fmt(t['auroc'])}; this head's "
+            f"test AUROC is {_fmt(card['metrics']['test']['auroc'])} (change {card['metrics']['test']['auroc'] - t['auroc']:+.3f})."]
 
 
 def write_model_card(card: dict, path: str | Path) -> Path:
@@ -32,25 +86,23 @@ def write_model_card(card: dict, path: str | Path) -> Path:
         f"threshold {card['threshold']}",
         "",
         "## Training data",
+        "Training and validation rows come only from these files:",
         *[f"- `{x['path']}` sha256 `{x['sha256'][:16]}…`" for x in tr["files"]],
-        f"- rows read {tr['rows_read']}, distinct texts {tr['distinct_texts']}, texts with conflicting labels "
-        f"dropped {tr['conflicting_labels_dropped']}",
-    ]
-    if "removed_for_overlap_with_test_rows" in tr:
-        lines.append(f"- removed because their prompt occurs in the test set: "
-                     f"{sum(tr['removed_for_overlap_with_test_rows'].values())} rows "
-                     f"({tr['removed_for_overlap_with_test_prompts']} prompts) — "
-                     + ", ".join(f"{k}: {v}" for k, v in tr["removed_for_overlap_with_test_rows"].items()))
-    if "questions" in tr:
-        q = tr["questions"]
-        lines.append(f"- split by question: {q['train']} train / {q['val']} validation / {q['test']} test questions")
-    lines += [
-        f"- subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}) to fit a CPU budget; "
-        f"n_test={tr['n_test']}",
+        *(_safety_data(tr) if card["kind"] == "safety" else _truthfulqa_data(tr)),
+        f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash of "
+        f"the text) to fit a CPU budget; test rows n_test={tr['n_test']}"
+        + (" (all of `" + tr["test_files"][0]["path"] + "`)" if "test_files" in tr
+           else " (every labelled answer to the test-half questions)" if tr["n_test"] == tr["rows_in_test_half"]
+           else f", a subsample (by a hash of the text) of the {tr['rows_in_test_half']} labelled answers to the "
+                f"test-half questions; they cover {tr['questions']['test_graded']} of its {tr['questions']['test']} "
+                "questions"),
         "",
         "## Metrics",
-        "| split | n | accuracy | F1 | AUROC |",
-        "|---|---|---|---|---|",
+        f"Accuracy, balanced accuracy and F1 at the threshold {card['threshold']} (chosen on validation); "
+        "agreement is with the files' human labels.",
+        "",
+        "| split | n | accuracy | balanced accuracy | F1 | AUROC |",
+        "|---|---|---|---|---|---|",
         _metric_row("validation (held-out training prompts/questions)", m["val"]),
         _metric_row("test", m["test"]),
     ]
@@ -65,6 +117,7 @@ def write_model_card(card: dict, path: str | Path) -> Path:
         for cat, e in m["per_category_test"].items():
             kwr = e.get("keyword", {}).get("recall")
             lines.append(f"| {cat} | {e['n_unsafe']} | {_fmt(e['recall'])} | {_fmt(e['auroc'])} | {_fmt(kwr)} |")
+    lines += _previous(card)
     lines += ["", "Retrain and reproduce: `.venv/bin/python scripts/train_local_judges.py --kinds "
               f"{card['kind']}`", ""]
     path = Path(path)

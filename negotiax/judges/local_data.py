@@ -1,7 +1,8 @@
 """Labelled data for the local judges: PKU-SafeRLHF and BeaverTails for safety, TruthfulQA's judge files.
 
 Every loader returns rows {context, answer, label, group, source} (label 1 = unsafe / true / informative;
-group = the prompt or question, so splits never put one group on both sides).
+group = the normalised prompt or question, so splits never put one group on both sides). A judge never trains
+on a prompt or question it grades, nor on one the policy trains on by default (DESIGN.md §5, "Local judges").
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.alpaca import load_alpaca
 from ..data.records import normalize_prompt
+from ..data.safety import load_beavertails_eval
+from ..data.truthfulqa import load_truthfulqa, split_questions
 
 PKU = "beavertails/pku_saferlhf"
 SAFETY_TRAIN_FILES = (
@@ -21,6 +25,17 @@ SAFETY_TRAIN_FILES = (
     f"{PKU}/pku_saferlhf_test_realign_dpo_5k.json",
 )  # test_2000_guardreasoner.json holds the same pairs as the 1000-pair file, so it is left out
 SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
+TRUTHFULQA_CSV = "truthfulqa/TruthfulQA.csv"
+# Files whose prompts the safety judge never trains on: the policy's default training data (harmless:
+# safety_tuned_llamas only; helpful: Alpaca; honest: TruthfulQA, all 817 questions to be safe) and every
+# harmless evaluation set. A training row whose normalised prompt occurs in any of them is dropped.
+SAFETY_BLOCKED_FILES = (
+    "safety_tuned_llamas/safety_only_data_Instructions.json",
+    "alpaca/alpaca_small_2000.json",
+    TRUTHFULQA_CSV,
+    SAFETY_TEST_FILE,
+    "beavertails/BeaverTails-Evaluation.csv",
+)
 TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
 _QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
 
@@ -64,6 +79,36 @@ def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     return _dedupe(rows)
 
 
+def blocked_safety_prompts(data_dir: Path) -> dict[str, set[str]]:
+    """Normalised prompts of every file in SAFETY_BLOCKED_FILES, read by the project's own loaders."""
+    data_dir = Path(data_dir)
+    out = {}
+    for name in SAFETY_BLOCKED_FILES:
+        path = _need(data_dir / name)
+        if name.endswith("BeaverTails-Evaluation.csv"):
+            examples = load_beavertails_eval(path)
+        elif name == TRUTHFULQA_CSV:
+            examples = load_truthfulqa(path)
+        elif name == SAFETY_TEST_FILE:
+            out[name] = {r["group"] for r in load_safety_test(data_dir)}
+            continue
+        else:
+            examples = load_alpaca(path)
+        out[name] = {normalize_prompt(ex.prompt) for ex in examples}
+    return out
+
+
+def truthfulqa_halves(data_dir: Path) -> dict[str, set[str]]:
+    """Normalised questions of the H3Fusion halves of TruthfulQA.csv: 'train' (408) and 'test' (409)."""
+    questions = load_truthfulqa(_need(Path(data_dir) / TRUTHFULQA_CSV))
+    return {part: {normalize_prompt(q.prompt) for q in split_questions(questions, part)} for part in ("train", "test")}
+
+
+def text_hash(text: str) -> str:
+    """Short sha256 of a normalised prompt or question: what a card lists of the texts a judge trained on."""
+    return hashlib.sha256(normalize_prompt(text).encode()).hexdigest()[:16]
+
+
 def load_safety_test(data_dir: Path) -> list[dict]:
     """BeaverTails 30k_test (3,021 rows) with its 14 harm categories."""
     path = _need(Path(data_dir) / SAFETY_TEST_FILE)
@@ -92,8 +137,8 @@ def load_truthfulqa_judge(data_dir: Path, kind: str) -> tuple[list[dict], dict]:
         label = r["completion"].strip().lower()
         if label not in ("yes", "no"):
             raise ValueError(f"{path}:{n}: completion {r['completion']!r} is neither ' yes' nor ' no'")
-        rows.append({"context": question, "answer": answer, "label": int(label == "yes"), "group": question,
-                     "source": path.name})
+        rows.append({"context": question, "answer": answer, "label": int(label == "yes"),
+                     "group": normalize_prompt(question), "source": path.name})
     return _dedupe(rows)
 
 

@@ -6,6 +6,7 @@ measures. Everything the card reports is computed here, so re-running reproduces
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -50,13 +51,17 @@ class TrainConfig:
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
-    """n, accuracy, F1 (positive = label 1), AUROC (None when only one class is present)."""
+    """n, accuracy, balanced accuracy (mean of the two classes' recalls), F1 (positive = label 1), AUROC
+    (balanced accuracy and AUROC are None when only one class is present)."""
     from sklearn.metrics import f1_score, roc_auc_score
 
     y, pred = np.asarray(y), np.asarray(p) >= threshold
-    auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+    both = len(set(y.tolist())) == 2
+    auroc = float(roc_auc_score(y, p)) if both else None
+    balanced = float((pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2) if both else None
     return {"n": int(len(y)), "positives": int(y.sum()), "accuracy": float((pred == y).mean()),
-            "f1": float(f1_score(y, pred, zero_division=0)), "auroc": auroc, "flagged_rate": float(pred.mean())}
+            "balanced_accuracy": balanced, "f1": float(f1_score(y, pred, zero_division=0)), "auroc": auroc,
+            "flagged_rate": float(pred.mean())}
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, c: float, seed: int = 0) -> LocalHead:
@@ -101,35 +106,65 @@ def _files_card(data_dir: Path, names) -> list[dict]:
     return [{"path": n, "sha256": sha256_file(Path(data_dir) / n)} for n in names]
 
 
+def _trained_on(splits: dict) -> list[str]:
+    """Sorted short hashes of the normalised prompts/questions of the rows the head was fitted or chosen on."""
+    return sorted({data.text_hash(r["context"]) for part in ("train", "val") for r in splits[part]})
+
+
 def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
-    """train/val/test rows for the safety judge, and the facts the card reports about them."""
+    """train/val/test rows for the safety judge, and the facts the card reports about them.
+
+    Training rows whose prompt occurs in a blocked file (the policy's default training data, the harmless
+    test sets) are dropped; the test set is all of BeaverTails 30k_test.
+    """
     rows, stats = data.load_safety_train(data_dir)
     test = data.load_safety_test(data_dir)
-    test_prompts = {r["group"] for r in test}
+    blocked = data.blocked_safety_prompts(data_dir)
+    every_blocked = set().union(*blocked.values())
     removed: dict[str, int] = {}
     for r in rows:
-        if r["group"] in test_prompts:
+        if r["group"] in every_blocked:
             removed[r["source"]] = removed.get(r["source"], 0) + 1
-    kept = [r for r in rows if r["group"] not in test_prompts]
+    prompts = {r["group"] for r in rows}
+    kept = [r for r in rows if r["group"] not in every_blocked]
     train, val = data.split_groups(kept, (0.85, 0.15), cfg.seed)
-    facts = {**stats, "removed_for_overlap_with_test_rows": removed,
-             "removed_for_overlap_with_test_prompts": len({r["group"] for r in rows} & test_prompts),
+    splits = {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
+              "test": data.subsample(test, cfg.n_test, cfg.seed)}
+    facts = {**stats, "removed_for_overlap_rows": removed,
+             "removed_for_overlap_prompts": {name: len(prompts & p) for name, p in blocked.items()},
+             "removed_prompts_total": len(prompts & every_blocked), "prompts_read": len(prompts),
              "available_after_filter": len(kept),
              "files": _files_card(data_dir, data.SAFETY_TRAIN_FILES),
-             "test_files": _files_card(data_dir, [data.SAFETY_TEST_FILE])}
-    return {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
-            "test": data.subsample(test, cfg.n_test, cfg.seed)}, facts
+             "blocked_files": _files_card(data_dir, data.SAFETY_BLOCKED_FILES),
+             "test_files": _files_card(data_dir, [data.SAFETY_TEST_FILE]),
+             "trained_prompt_sha256_16": _trained_on(splits)}
+    return splits, facts
 
 
 def truthfulqa_splits(data_dir: Path, kind: str, cfg: TrainConfig) -> tuple[dict, dict]:
-    """train/val/test rows split by question (70/10/20 of the 817 questions; the same split for truth and info)."""
+    """train/val rows from the questions of TruthfulQA's H3Fusion train half (408, the ones the policy may
+    train on; 85/15 by question), test rows from the test half (409, the ones the judge grades); the same
+    split for truth and info."""
     rows, stats = data.load_truthfulqa_judge(data_dir, kind)
-    train, val, test = data.split_groups(rows, (0.7, 0.1, 0.2), cfg.seed)
-    facts = {**stats, "questions": {"train": len({r["group"] for r in train}), "val": len({r["group"] for r in val}),
-                                    "test": len({r["group"] for r in test})},
-             "files": _files_card(data_dir, [data.TRUTH_FILES[kind]])}
-    return {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
-            "test": data.subsample(test, cfg.n_test, cfg.seed)}, facts
+    halves = data.truthfulqa_halves(data_dir)
+    train_half = [r for r in rows if r["group"] in halves["train"]]
+    test_half = [r for r in rows if r["group"] in halves["test"]]
+    outside = {r["group"] for r in rows} - halves["train"] - halves["test"]
+    train, val = data.split_groups(train_half, (0.85, 0.15), cfg.seed)
+    splits = {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
+              "test": data.subsample(test_half, cfg.n_test, cfg.seed)}
+    facts = {**stats,
+             "split": "H3Fusion halves of truthfulqa/TruthfulQA.csv (negotiax.data.truthfulqa.split_questions): "
+                      "train/validation from the train half's questions, test = the test half's questions",
+             "questions": {"train": len({r["group"] for r in train}), "val": len({r["group"] for r in val}),
+                           "test": len({r["group"] for r in test_half}),
+                           "test_graded": len({r["group"] for r in splits["test"]}),
+                           "in_neither_half_dropped": len(outside)},
+             "rows_in_train_half": len(train_half), "rows_in_test_half": len(test_half),
+             "rows_in_neither_half_dropped": len(rows) - len(train_half) - len(test_half),
+             "files": _files_card(data_dir, [data.TRUTH_FILES[kind], data.TRUTHFULQA_CSV]),
+             "trained_question_sha256_16": _trained_on(splits)}
+    return splits, facts
 
 
 def keyword_baseline(rows: list[dict]) -> dict:
@@ -203,17 +238,40 @@ def train_judge(kind: str, data_dir: str | Path, out_dir: str | Path, model, tok
         "head": {"type": "logistic regression on standardised features (scikit-learn)", "C": best["C"]},
         "training": {**facts, "n_train": len(splits["train"]), "n_val": len(splits["val"]),
                      "n_test": len(splits["test"]), "seed": cfg.seed, "config": asdict(cfg)},
-        "selection": {"by": "validation AUROC (held-out prompts/questions of the training data)",
+        "selection": {"by": "validation AUROC (held-out prompts/questions of the training data; the test set "
+                            "chooses nothing)",
                       "candidates": table},
         "metrics": metrics,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    head.card["previous_head"] = previous_head(Path(out_dir) / f"local-{kind}.json")
     path = head.save(Path(out_dir) / f"local-{kind}")
     head.card["slice"] = record_slice(kind, head, splits["test"], model, tokenizer, cfg)
     head.card["training"]["seconds"] = round(time.time() - start, 1)
     head.save(path)
     log.info("%s: test %s", head.card["name"], metrics["test"])
     return head.card
+
+
+def previous_head(card_path: Path) -> dict | None:
+    """What the card of the head about to be replaced says about its data and test metrics; None if there is
+    no card. A head already trained on disjoint data passes on the record of the leaky head it replaced."""
+    if not card_path.is_file():
+        return None
+    old = json.loads(card_path.read_text(encoding="utf-8"))
+    tr = old["training"]
+    if "blocked_files" in tr or "split" in tr:
+        return old.get("previous_head")
+    trained_on = "on " + ", ".join(f"`{x['path']}`" for x in tr["files"])
+    if "questions" in tr:
+        q = tr["questions"]
+        trained_on += (f", split at random by question over all TruthfulQA questions ({q['train']} training / "
+                       f"{q['val']} validation / {q['test']} test), so it had been fitted on test-half questions")
+    else:
+        trained_on += (", with only its test set's prompts removed; the policy's harmless objective trained on "
+                       "the same PKU-SafeRLHF files by default")
+    return {"name": old["name"], "created": old["created"], "trained_on": trained_on, "features": old["features"],
+            "n_train": tr["n_train"], "test": old["metrics"]["test"]}
 
 
 def record_slice(kind: str, head: LocalHead, test: list[dict], model, tokenizer, cfg: TrainConfig) -> dict:
