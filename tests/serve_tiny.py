@@ -15,12 +15,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_llama(tokenizer, seed: int = 4):
+def tiny_llama(tokenizer, seed: int = 4, context: int = 256):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     return LlamaForCausalLM(cfg).eval().requires_grad_(False)
 
@@ -67,7 +67,8 @@ class ServerProcess:
         args = [sys.executable, "-m", "negotiax", "serve", f"model.name_or_path={backbone}", "model.device=cpu",
                 "--port", str(self.port), *extra]
         args += ["--circuit", str(circuit)] if circuit else ["--base-only"]
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})}
+        # One thread: a tiny model gains nothing from more, and the test machine is shared.
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env or {})}
         self.log = log_path.open("w")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -100,3 +101,29 @@ class ServerProcess:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+def parrot_judge(folder: Path, tokenizer, answer: str = "(a)") -> Path:
+    """A backbone that answers `answer` then EOS to any chat prompt: a bigram model built by hand.
+
+    Every attention and MLP output is zero, so the last position's state is its own token's embedding;
+    the template's last token and the answer's tokens get one basis direction each, and the LM head maps
+    each direction to the next token of the chain. A deterministic judge for end-to-end evaluation tests.
+    """
+    model = tiny_llama(tokenizer, context=2048)  # room for a judge prompt
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                           add_generation_prompt=True)
+    chain = [tokenizer(prompt, add_special_tokens=False).input_ids[-1]]
+    chain += tokenizer(answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for i, (token, following) in enumerate(zip(chain, chain[1:])):
+            model.model.embed_tokens.weight[token, i] = 1.0
+            model.lm_head.weight[following, i] = 10.0
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
