@@ -76,7 +76,7 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 60) -> "ServerProcess":
+    def wait_ready(self, timeout: float = 180) -> "ServerProcess":
         import urllib.request
 
         deadline = time.monotonic() + timeout
@@ -89,7 +89,8 @@ class ServerProcess:
                         return self
             except OSError:
                 time.sleep(0.1)
-        raise TimeoutError(f"negotiax serve did not become ready:\n{self.log_path.read_text()}")
+        self.stop()
+        raise TimeoutError(f"negotiax serve did not become ready in {timeout} s:\n{self.log_path.read_text()}")
 
     def stop(self, timeout: float = 20) -> int:
         if self.proc.poll() is None:

@@ -228,25 +228,30 @@ def test_evaluate_with_a_served_judge(tmp_path, smol_tokenizer, monkeypatch):
     assert wr["n"] == 3 and wr["missing"] == 0 and wr["value"] == pytest.approx(50.0)
 
 
-def test_sigterm_exits_cleanly_while_streaming(tiny_files, tmp_path):
+@pytest.mark.parametrize("grace", [30, 0.5])
+def test_sigterm_finishes_or_cancels_running_requests_and_exits_cleanly(tiny_files, tmp_path, grace):
     backbone, circuit = tiny_files
-    proc = ServerProcess(backbone, circuit, tmp_path / "s.log").wait_ready()
-    got = []
+    proc = ServerProcess(backbone, circuit, tmp_path / "s.log", "--graceful-shutdown-s", str(grace)).wait_ready()
+    chunks, errors = [], []
 
     def stream():
         c = openai.OpenAI(base_url=proc.url + "/v1", api_key="none", max_retries=0)
         try:
-            for chunk in c.completions.create(model="negotiax", prompt="Once", max_tokens=200, stream=True):
-                got.append(chunk)
-        except Exception as err:  # the stream may be cut when the grace period ends
-            got.append(err)
+            for chunk in c.completions.create(model="negotiax", prompt="Once", max_tokens=CAP, stream=True):
+                chunks.append(chunk)
+        except openai.APIError as err:  # the server's error event: the answer was cut at shutdown
+            errors.append(err)
 
     thread = threading.Thread(target=stream)
     thread.start()
-    while not got:
+    while not chunks:
         time.sleep(0.01)
     proc.proc.send_signal(signal.SIGTERM)
-    assert proc.proc.wait(30) == 0
+    assert proc.proc.wait(60) == 0
     thread.join(10)
     log = (tmp_path / "s.log").read_text()
     assert "Traceback" not in log and "stopped:" in log
+    if grace == 30:  # time enough: the running answer is finished
+        assert not errors and chunks[-1].choices[0].finish_reason == "length"
+    else:  # cut at the end of the grace period, with an error event the client sees
+        assert len(errors) == 1 and "shutting down" in str(errors[0])

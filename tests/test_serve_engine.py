@@ -101,3 +101,26 @@ def test_base_row_is_the_backbone_alone(served):
         engine.stop()
     assert base_row.done.text == tokenizer.decode(base) and base_row.done.alpha is None
     assert circuit_row.done.text == tokenizer.decode(circuit)
+
+
+def test_streamed_text_holds_back_what_may_start_a_stop_string():
+    from negotiax.serve.engine import _safe_length
+
+    assert _safe_length("hello wor", ["world"]) == 6  # "wor" may become "world"
+    assert _safe_length("hello wor", ["xyz", "or!"]) == 7  # "or" may become "or!"
+    assert _safe_length("hello", ["xyz"]) == 5
+    assert _safe_length("caf\ufffd", []) == 3  # half of a multi-byte character waits for the rest
+
+
+def test_cancelled_job_leaves_the_batch_and_others_finish(served):
+    model, tokenizer, attachment = served
+    engine = Engine(model, tokenizer, attachment, window_ms=200).start()
+    try:
+        long, short = Job(prompt_ids(tokenizer, PROMPTS[0]), 50), Job(prompt_ids(tokenizer, PROMPTS[1]), 6)
+        long.cancelled.set()  # its client went away before the first step
+        results = run_jobs(engine, [long, short])
+    finally:
+        engine.stop()
+    assert results[0].done.finish_reason == "cancelled" and results[0].done.completion_tokens == 0
+    assert results[1].done.finish_reason == "length" and results[1].done.completion_tokens == 6
+    assert engine.stats["cancelled"] == 1 and engine.stats["served"] == 1

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import queue
+import threading
 import time
 import uuid
 from importlib import resources
@@ -159,7 +160,11 @@ class Server:
             tokenizer = self.engine.tokenizer
             messages = [{"role": m.role, "content": m.text()} for m in req.messages]
             if resolve_template(tokenizer, self.cfg.template) == "chat":
-                text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                try:
+                    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+                except Exception as err:  # the template's own checks (Jinja raises its own error types)
+                    raise ApiError(400, f"messages: the model's chat template refused them: {err}",
+                                   "messages") from None
             else:  # no chat template: the whole conversation as one Alpaca instruction
                 text = format_prompt(tokenizer, "\n\n".join(m["content"] for m in messages), "alpaca")
             return self.engine.encode(text, add_special_tokens=False), "messages"
@@ -196,7 +201,14 @@ def _events(server: Server, job: Job) -> asyncio.Queue:
     """Submit the job; its events arrive on the returned asyncio queue."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
-    job.emit = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+
+    def emit(event) -> None:  # called on the engine thread
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+        except RuntimeError:  # the event loop is closed (shutdown): nobody is waiting any more
+            job.cancelled.set()
+
+    job.emit = emit
     try:
         server.engine.submit(job)
     except queue.Full:
@@ -241,6 +253,9 @@ async def _complete(server: Server, req, chat: bool):
                     raise ApiError(500, event.message, kind="server_error")
                 if isinstance(event, Done):
                     break
+            if event.finish_reason == "cancelled":
+                raise ApiError(503, "the server is shutting down; the request was cancelled",
+                               code="shutting_down", kind="server_error")
         finally:
             job.cancelled.set()  # no-op when finished; frees the slot if this request was abandoned
         return JSONResponse({**head, "object": obj, "choices": [_choice(chat, event.text, _reason(event))],
@@ -269,6 +284,10 @@ async def _stream(job: Job, events: asyncio.Queue, head: dict, chat: bool, usage
                 yield sse({**head, "object": obj, "choices": [_choice(chat, event.text, None, stream=True)]})
             elif isinstance(event, Failed):
                 yield sse(error_body(event.message, kind="server_error"))
+                break
+            elif event.finish_reason == "cancelled":
+                yield sse(error_body("the server is shutting down; the answer was cut", code="shutting_down",
+                                     kind="server_error"))
                 break
             else:
                 final = {**head, "object": obj, "choices": [_choice(chat, None, _reason(event), stream=True)],
@@ -327,6 +346,11 @@ def create_app(engine: Engine, cfg: ServeConfig, api_key: str | None = None) -> 
     app = FastAPI(title="NegotiaX", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body(f"internal error: {type(err).__name__}", kind="server_error"), 500)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError):
         return JSONResponse(error_body(err.message, err.param, err.code, err.kind), status_code=err.status)
@@ -364,9 +388,10 @@ def create_app(engine: Engine, cfg: ServeConfig, api_key: str | None = None) -> 
     return BodyLimit(app, cfg.max_body_bytes)
 
 
-def _uvicorn_server(config):
-    """uvicorn's Server, except that after a graceful stop on Ctrl-C / SIGTERM it returns normally (uvicorn
-    re-raises the signal, which would kill the process before the engine is stopped)."""
+def _uvicorn_server(config, on_signal):
+    """uvicorn's Server, except that the first Ctrl-C / SIGTERM also calls `on_signal`, and after the graceful
+    stop it returns normally (uvicorn re-raises the signal, which would kill the process before the engine is
+    stopped)."""
     import contextlib
     import signal
     import threading
@@ -374,6 +399,11 @@ def _uvicorn_server(config):
     import uvicorn
 
     class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if not self.should_exit:
+                on_signal()
+            super().handle_exit(sig, frame)
+
         @contextlib.contextmanager
         def capture_signals(self):
             if threading.current_thread() is not threading.main_thread():
@@ -402,12 +432,21 @@ def serve(model, tokenizer, attachment, cfg: ServeConfig) -> None:
             raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is unset or empty")
     engine = Engine(model, tokenizer, attachment, cfg.batch_window_ms, cfg.max_batch, cfg.max_queue).start()
     app = create_app(engine, cfg, api_key)
+    # Running requests get the grace period; then the engine cancels them, so their streams end cleanly
+    # before uvicorn's own deadline (a backstop) would cut the connections.
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None, lifespan="off",
-                            timeout_graceful_shutdown=cfg.graceful_shutdown_s)
+                            timeout_graceful_shutdown=cfg.graceful_shutdown_s + 10)
+
+    def on_signal() -> None:
+        log.info("stopping: running requests get %g s to finish", cfg.graceful_shutdown_s)
+        timer = threading.Timer(cfg.graceful_shutdown_s, engine.cancel_all)
+        timer.daemon = True
+        timer.start()
+
     log.info("serving %s on http://%s:%d (API key %s)", ", ".join(app.app.state.server.models()), cfg.host,
              cfg.port, "required" if api_key else "not required")
     try:
-        _uvicorn_server(config).run()
+        _uvicorn_server(config, on_signal).run()
     finally:
         engine.stop()
         log.info("stopped: %s", engine.stats)

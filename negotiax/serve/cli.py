@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="most requests decoded together")
     parser.add_argument("--max-tokens-cap", type=int, default=1024, help="refuse requests asking for more")
     parser.add_argument("--max-body-bytes", type=int, default=1_000_000, help="refuse larger request bodies")
+    parser.add_argument("--graceful-shutdown-s", type=float, default=5.0,
+                        help="on Ctrl-C / SIGTERM, running requests get this long before they are cancelled")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -30,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = ServeConfig(host=args.host, port=args.port, model_name=args.model_name, api_key_env=args.api_key_env,
                       batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                       max_tokens_cap=args.max_tokens_cap, default_max_tokens=min(256, args.max_tokens_cap),
-                      max_body_bytes=args.max_body_bytes)
+                      max_body_bytes=args.max_body_bytes, graceful_shutdown_s=args.graceful_shutdown_s)
     recipe = load_recipe(args.config, args.overrides)
     cfg.template = recipe.generate.template
     model, tokenizer, attachment = load_model(recipe, None if args.base_only else args.circuit)

@@ -128,12 +128,10 @@ def _safe_length(text: str, stops: list[str]) -> int:
     end = len(text)
     while end and text[end - 1] == "\ufffd":  # an incomplete multi-byte character decodes as U+FFFD
         end -= 1
+    held = 0  # the longest tail that is the beginning of some stop string
     for stop in stops:
-        for k in range(min(len(stop) - 1, end), 0, -1):
-            if text[:end].endswith(stop[:k]):
-                end -= k
-                break
-    return end
+        held = max([held] + [k for k in range(1, min(len(stop), end + 1)) if text[:end].endswith(stop[:k])])
+    return end - held
 
 
 class Engine:
@@ -160,9 +158,14 @@ class Engine:
         self._thread.start()
         return self
 
+    def cancel_all(self) -> None:
+        """Cancel what is queued and running (each gets a cancelled Done); the thread ends after its batch."""
+        self._stop.set()
+        self._drain()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel what is queued and running, and end the thread."""
-        self._stop.set()
+        self.cancel_all()
         self._thread.join(timeout)
         self._drain()
 
