@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
     from ..generate_cli import load_model
     from ..recipe import load_recipe
     from .app import serve
@@ -33,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
                       batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                       max_tokens_cap=args.max_tokens_cap, default_max_tokens=min(256, args.max_tokens_cap),
                       max_body_bytes=args.max_body_bytes, graceful_shutdown_s=args.graceful_shutdown_s)
+    if cfg.api_key_env and not os.environ.get(cfg.api_key_env):  # before the model loads
+        raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is unset or empty")
     recipe = load_recipe(args.config, args.overrides)
     cfg.template = recipe.generate.template
     model, tokenizer, attachment = load_model(recipe, None if args.base_only else args.circuit)
