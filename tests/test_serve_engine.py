@@ -124,3 +124,20 @@ def test_cancelled_job_leaves_the_batch_and_others_finish(served):
     assert results[0].done.finish_reason == "cancelled" and results[0].done.completion_tokens == 0
     assert results[1].done.finish_reason == "length" and results[1].done.completion_tokens == 6
     assert engine.stats["cancelled"] == 1 and engine.stats["served"] == 1
+
+
+def test_seeded_sampling_is_the_same_alone_and_in_a_batch(served):
+    model, tokenizer, attachment = served
+    engine = Engine(model, tokenizer, attachment, window_ms=200).start()
+
+    def job(prompt, seed):
+        return Job(prompt_ids(tokenizer, prompt), 10, {"harmless": 1.0}, temperature=0.9, top_p=0.9, seed=seed)
+
+    try:
+        alone = run_jobs(engine, [job(PROMPTS[2], 7)])[0].done.text
+        batch = run_jobs(engine, [job(PROMPTS[0], 1), job(PROMPTS[2], 7), job(PROMPTS[3], 2)])
+        again = [run_jobs(engine, [job(PROMPTS[2], s)])[0].done.text for s in (8, 9, 10)]
+    finally:
+        engine.stop()
+    assert batch[1].done.text == alone
+    assert any(text != alone for text in again)  # the seed matters: this is sampling, not greedy
