@@ -40,8 +40,8 @@ def untrained_circuit(folder: Path) -> Path:
 
 
 def start_server(circuit: Path, port: int, log) -> subprocess.Popen:
-    args = [sys.executable, "-m", "negotiax", "serve", "-c", str(ROOT / "configs" / "quick.yaml"), "--circuit",
-            str(circuit), "--port", str(port), "--log-level", "WARNING"]
+    args = [sys.executable, "-m", "negotiax", "--log-level", "WARNING", "serve", "-c",
+            str(ROOT / "configs" / "quick.yaml"), "--circuit", str(circuit), "--port", str(port)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     for _ in range(600):
@@ -50,7 +50,8 @@ def start_server(circuit: Path, port: int, log) -> subprocess.Popen:
             return proc
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"negotiax serve exited with {proc.returncode}; see {log.name}")
+                log.flush()
+                raise SystemExit(f"negotiax serve exited with {proc.returncode}:\n{Path(log.name).read_text()}")
             time.sleep(0.5)
     raise SystemExit("negotiax serve did not start in 5 minutes")
 
