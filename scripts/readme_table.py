@@ -64,8 +64,9 @@ def _provenance(run_dir: Path, summary: dict) -> tuple[str, str]:
     return commit, created
 
 
-def readme_table(run_dir: str | Path) -> str:
-    """The Markdown table (with a provenance line) of the run in `run_dir`."""
+def readme_table(run_dir: str | Path, extra: dict[str, str | Path] | None = None) -> str:
+    """The Markdown table (with a provenance line) of the run in `run_dir`; `extra` adds systems scored on
+    the same test prompts elsewhere (name -> a results.json, e.g. an `negotiax ablate` entry's eval)."""
     run_dir = Path(run_dir)
     path = run_dir / "summary.json"
     if not path.is_file():
@@ -74,6 +75,11 @@ def readme_table(run_dir: str | Path) -> str:
     systems = summary.get("metrics")
     if not isinstance(systems, dict) or not systems:
         raise ValueError(f"{path} has no per-system 'metrics'; was it written by `negotiax run`?")
+    for name, path in (extra or {}).items():
+        results = json.loads(Path(path).read_text())
+        if "metrics" not in results:
+            raise ValueError(f"{path}: no 'metrics'; give the results.json that `negotiax evaluate` wrote")
+        systems[name] = results["metrics"]
     commit, created = _provenance(run_dir, summary)
     others = [s for s in systems if s != "base"] if "base" in systems else []
     header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems] + \
@@ -119,9 +125,17 @@ def _sweep_lines(summary: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a run directory written by `negotiax run`, e.g. runs/quick")
+    parser.add_argument("--extra", nargs="*", default=[], metavar="NAME=RESULTS_JSON",
+                        help="more systems scored on the same test prompts, e.g. sft-lora=runs/x/sft-lora/eval/results.json")
     args = parser.parse_args(argv)
     try:
-        sys.stdout.write(readme_table(args.run))
+        extra = {}
+        for item in args.extra:
+            if "=" not in item:
+                raise ValueError(f"--extra {item!r}: write NAME=path/to/results.json")
+            name, path = item.split("=", 1)
+            extra[name] = path
+        sys.stdout.write(readme_table(args.run, extra))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -82,3 +82,13 @@ def test_older_summary_falls_back_to_provenance_and_results(script, tmp_path):
 def test_missing_summary_is_a_clear_error(script, tmp_path, capsys):
     assert script.main(["--run", str(tmp_path / "nowhere")]) == 2
     assert "negotiax run" in capsys.readouterr().err
+
+
+def test_extra_system_from_another_results_file(script, tmp_path, capsys):
+    run = write_run(tmp_path, {"base": {"MC2": metric(20.0, 15.0, 25.0, 80)}})
+    other = tmp_path / "results.json"
+    other.write_text(json.dumps({"metrics": {"MC2": metric(30.0, 25.0, 35.0, 80)}}))
+    assert script.main(["--run", str(run), "--extra", f"sft-lora={other}"]) == 0
+    out = capsys.readouterr().out
+    assert "| metric | base | sft-lora | sft-lora − base (paired) |" in out and "| 30.0 [25.0, 35.0] |" in out
+    assert script.main(["--run", str(run), "--extra", "no-equals-sign"]) == 2
