@@ -110,7 +110,8 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "config.yaml").is_file():
         save_config(recipe, run_dir / "config.yaml")
-    _record_provenance(run_dir / "provenance.json", provenance(recipe))
+    started_with = provenance(recipe)  # the code this invocation runs (the report's commit)
+    _record_provenance(run_dir / "provenance.json", started_with)
 
     log.info("stage 1/4: train")
     train_from_recipe(recipe)  # resumes or reuses only a training of exactly this recipe
@@ -171,7 +172,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     training = {s: _train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
                 for s in systems if s != "base"}
     report = _write_run_report(recipe, run_dir, {s: results[s] for s in systems}, alpha, read_metrics(run_dir),
-                               training, sweep, started, write_report)
+                               training, sweep, started, write_report, started_with)
     log.info("report: %s", report)
     return report
 
@@ -236,7 +237,8 @@ def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list
 
 
 def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict, train_rows: list[dict],
-                      training: dict[str, dict], sweep: list[dict], started: float, write_report) -> Path:
+                      training: dict[str, dict], sweep: list[dict], started: float, write_report,
+                      now: dict) -> Path:
     systems = {s: r["metrics"] for s, r in results.items()}
     summary = training.get("negotiax", {})
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
@@ -262,7 +264,6 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
                          training=training, sweep=sweep)
-    now = provenance(recipe)  # this invocation's code: the one that wrote the report's numbers
     _write_json(run_dir / "summary.json", {
         "metrics": systems, "negotiation": alpha, "training": training, "preference_sweep": sweep, "report": str(md),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
