@@ -53,13 +53,15 @@ def _graded_or_policy_safety_prompts(data_dir) -> dict[str, set[str]]:
     PKU-SafeRLHF preference files)."""
     tuned = json.loads((data_dir / "safety_tuned_llamas" / "safety_only_data_Instructions.json").read_text())
     pku = data_dir / "beavertails" / "pku_saferlhf"
+    dpo = json.loads((pku / "pku_saferlhf_test_realign_dpo_5k.json").read_text())
     return {"beavertails_30k_test": {_hash(p) for p in _jsonl_prompts(data_dir / data.SAFETY_TEST_FILE)},
-            "BeaverTails-Evaluation": {_hash(p) for p in _csv_prompts(data_dir / "beavertails" / "BeaverTails-Evaluation.csv")},
+            "BeaverTails-Evaluation": {_hash(p) for p in
+                                       _csv_prompts(data_dir / "beavertails" / "BeaverTails-Evaluation.csv")},
             "safety_tuned_llamas": {_hash(r["instruction"]) for r in tuned}
             | {_hash(f"{r['instruction']}\n\n{r['input']}") for r in tuned if r.get("input")},
-            "pku_realign_dpo_5k": {_hash(r["prompt"])
-                                   for r in json.loads((pku / "pku_saferlhf_test_realign_dpo_5k.json").read_text())},
-            "pku_1000_pairs": {_hash(p) for p in _jsonl_prompts(pku / "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")}}
+            "pku_realign_dpo_5k": {_hash(r["prompt"]) for r in dpo},
+            "pku_1000_pairs": {_hash(p) for p in
+                               _jsonl_prompts(pku / "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")}}
 
 
 def _safety_training_file_prompts(data_dir) -> set[str]:
@@ -126,7 +128,8 @@ def test_safety_training_drops_graded_and_policy_prompts(data_dir):
         assert not fitted & prompts, name
     assert not {r["group"] for r in splits["train"]} & {r["group"] for r in splits["val"]}
     own, blocked = _safety_training_file_prompts(data_dir), _graded_or_policy_safety_prompts(data_dir)
-    assert facts["removed_for_overlap_prompts"][data.SAFETY_TEST_FILE] == len(own & blocked["beavertails_30k_test"]) > 0
+    in_test = own & blocked["beavertails_30k_test"]
+    assert facts["removed_for_overlap_prompts"][data.SAFETY_TEST_FILE] == len(in_test) > 0
     for key, name in (("pku_realign_dpo_5k", "pku_saferlhf_test_realign_dpo_5k.json"),
                       ("pku_1000_pairs", "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")):
         assert facts["removed_for_overlap_prompts"][f"beavertails/pku_saferlhf/{name}"] == len(own & blocked[key]) > 0

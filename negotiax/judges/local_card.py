@@ -61,7 +61,7 @@ def _previous(card: dict) -> list[str]:
     prev = card.get("previous_head")
     if not prev:
         return []
-    t = prev["test"]
+    t, now = prev["test"], card["metrics"]["test"]
     return ["", "## The head this one replaced",
             f"`{prev['name']}` (created {prev['created']}) was trained {prev['trained_on']} (n_train={prev['n_train']}; "
             f"features: layer {prev['features']['layer']} `{prev['features']['pooling']}`, at most "
@@ -69,9 +69,8 @@ def _previous(card: dict) -> list[str]:
             f"n={t['n']}, accuracy {_fmt(t['accuracy'])}"
             + (f" at threshold {prev['threshold']}" if "threshold" in prev else "")
             + f", F1 {_fmt(t['f1'])}, AUROC {_fmt(t['auroc'])}; this head's test AUROC is "
-            f"{_fmt(card['metrics']['test']['auroc'])} (change {card['metrics']['test']['auroc'] - t['auroc']:+.3f}), "
-            f"accuracy {_fmt(card['metrics']['test']['accuracy'])} at threshold {card['threshold']} "
-            f"(change {card['metrics']['test']['accuracy'] - t['accuracy']:+.3f}), n={card['metrics']['test']['n']}."]
+            f"{_fmt(now['auroc'])} (change {now['auroc'] - t['auroc']:+.3f}), accuracy {_fmt(now['accuracy'])} at "
+            f"threshold {card['threshold']} (change {now['accuracy'] - t['accuracy']:+.3f}), n={now['n']}."]
 
 
 def write_model_card(card: dict, path: str | Path) -> Path:
@@ -97,8 +96,10 @@ def write_model_card(card: dict, path: str | Path) -> Path:
         "Training and validation rows come only from these files:",
         *[f"- `{x['path']}` sha256 `{x['sha256'][:16]}…`" for x in tr["files"]],
         *(_safety_data(tr) if card["kind"] == "safety" else _truthfulqa_data(tr)),
-        f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash of "
-        f"the text) to fit a CPU budget; test rows n_test={tr['n_test']}"
+        (f"- every row left is used: n_train={tr['n_train']}, n_val={tr['n_val']}; test rows n_test={tr['n_test']}"
+         if tr["config"]["n_train"] is None and tr["config"]["n_val"] is None else
+         f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash "
+         f"of the text) to fit a CPU budget; test rows n_test={tr['n_test']}")
         + (" (all of `" + tr["test_files"][0]["path"] + "`)" if "test_files" in tr
            else " (every labelled answer to the test-half questions)" if tr["n_test"] == tr["rows_in_test_half"]
            else f", a subsample (by a hash of the text) of the {tr['rows_in_test_half']} labelled answers to the "
