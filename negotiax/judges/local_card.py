@@ -23,13 +23,17 @@ def _safety_data(tr: dict) -> list[str]:
         f"{tr['removed_prompts_total']} prompts. Prompts shared with each checked file: "
         + ", ".join(f"`{k}` {v}" for k, v in tr["removed_for_overlap_prompts"].items())
         + ". Rows dropped per training file: " + ", ".join(f"{k} {v}" for k, v in tr["removed_for_overlap_rows"].items()),
-        f"- the {tr['available_after_filter']} rows left are split 85/15 by prompt into training / validation",
+        *([f"- rows dropped per blocked file (a row whose prompt is in several counts under each): "
+           + ", ".join(f"`{k}` {v}" for k, v in tr["removed_for_overlap_rows_by_blocked_file"].items())]
+          if "removed_for_overlap_rows_by_blocked_file" in tr else []),
+        f"- the {tr['available_after_filter']} rows left are split "
+        + "/".join(str(round(100 * f)) for f in tr.get("split_fractions", (0.85, 0.15)))
+        + " by prompt into training / validation",
         "- checked files: " + ", ".join(f"`{x['path']}` (sha256 `{x['sha256'][:16]}…`)" for x in tr["blocked_files"]),
-        "- **disjoint from the policy's default training data**: none of the files above it trains on is a default "
-        "training file of the policy (since issue 11, harmless: `safety_tuned_llamas/safety_only_data_Instructions.json` "
-        "only; helpful: "
-        "`alpaca/alpaca_small_2000.json`; honest: the TruthfulQA train half), and none of its prompts occurs in "
-        "those files or in the test sets. The JSON card lists the sha256 (first 16 hex digits) of every normalised "
+        "- **disjoint from the policy's default training data**: none of the files it trains on is a default "
+        "training file of the policy (the checked files above hold every `path` of `negotiax.data.config."
+        "DEFAULT_TRAIN`, read whole, and the harmless test sets), and none of its prompts occurs in a checked file. "
+        "The JSON card lists the sha256 (first 16 hex digits) of every normalised "
         f"prompt it was fitted or validated on (`trained_prompt_sha256_16`, {len(tr['trained_prompt_sha256_16'])} "
         "prompts); `tests/test_local_judges.py` checks them against the data files.",
         *([f"- {tr['recarded']}"] if tr.get("recarded") else []),
@@ -57,13 +61,16 @@ def _previous(card: dict) -> list[str]:
     prev = card.get("previous_head")
     if not prev:
         return []
-    t = prev["test"]
+    t, now = prev["test"], card["metrics"]["test"]
     return ["", "## The head this one replaced",
             f"`{prev['name']}` (created {prev['created']}) was trained {prev['trained_on']} (n_train={prev['n_train']}; "
             f"features: layer {prev['features']['layer']} `{prev['features']['pooling']}`, at most "
             f"{prev['features']['max_tokens']} tokens). On its own test set it had "
-            f"n={t['n']}, accuracy {_fmt(t['accuracy'])}, F1 {_fmt(t['f1'])}, AUROC {_fmt(t['auroc'])}; this head's "
-            f"test AUROC is {_fmt(card['metrics']['test']['auroc'])} (change {card['metrics']['test']['auroc'] - t['auroc']:+.3f})."]
+            f"n={t['n']}, accuracy {_fmt(t['accuracy'])}"
+            + (f" at threshold {prev['threshold']}" if "threshold" in prev else "")
+            + f", F1 {_fmt(t['f1'])}, AUROC {_fmt(t['auroc'])}; this head's test AUROC is "
+            f"{_fmt(now['auroc'])} (change {now['auroc'] - t['auroc']:+.3f}), accuracy {_fmt(now['accuracy'])} at "
+            f"threshold {card['threshold']} (change {now['accuracy'] - t['accuracy']:+.3f}), n={now['n']}."]
 
 
 def write_model_card(card: dict, path: str | Path) -> Path:
@@ -89,8 +96,10 @@ def write_model_card(card: dict, path: str | Path) -> Path:
         "Training and validation rows come only from these files:",
         *[f"- `{x['path']}` sha256 `{x['sha256'][:16]}…`" for x in tr["files"]],
         *(_safety_data(tr) if card["kind"] == "safety" else _truthfulqa_data(tr)),
-        f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash of "
-        f"the text) to fit a CPU budget; test rows n_test={tr['n_test']}"
+        (f"- every row left is used: n_train={tr['n_train']}, n_val={tr['n_val']}; test rows n_test={tr['n_test']}"
+         if tr["config"]["n_train"] is None and tr["config"]["n_val"] is None else
+         f"- training side subsampled to n_train={tr['n_train']}, n_val={tr['n_val']} (seed {tr['seed']}, by a hash "
+         f"of the text) to fit a CPU budget; test rows n_test={tr['n_test']}")
         + (" (all of `" + tr["test_files"][0]["path"] + "`)" if "test_files" in tr
            else " (every labelled answer to the test-half questions)" if tr["n_test"] == tr["rows_in_test_half"]
            else f", a subsample (by a hash of the text) of the {tr['rows_in_test_half']} labelled answers to the "

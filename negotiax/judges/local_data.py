@@ -3,6 +3,8 @@
 Every loader returns rows {context, answer, label, group, source} (label 1 = unsafe / true / informative;
 group = the normalised prompt or question, so splits never put one group on both sides). A judge never trains
 on a prompt or question it grades, nor on one the policy trains on by default (DESIGN.md §5, "Local judges").
+The safety judge trains on files the policy never trains on by default (SAFETY_TRAIN_FILES), and drops every
+row whose prompt occurs in a policy training file (derived from DEFAULT_TRAIN) or a harmless test set.
 """
 from __future__ import annotations
 
@@ -13,29 +15,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.alpaca import load_alpaca
-from ..data.records import normalize_prompt
-from ..data.safety import load_beavertails_eval
+from ..data.config import DEFAULT_TRAIN
+from ..data.records import normalize_prompt, read_rows
+from ..data.safety import load_beavertails, load_beavertails_eval
+from ..data.sources import parse_source_rows
 from ..data.truthfulqa import load_truthfulqa, split_questions
 
 PKU = "beavertails/pku_saferlhf"
+# The safety judge's own data: the raw PKU-SafeRLHF sample (two labelled responses per prompt) and the 140
+# unsafe BeaverTails 30k_train pairs. Neither is a default training file of the policy; the PKU preference
+# files (realign DPO 5k, 1000 safe/unsafe pairs) are, since issue 11, so they only block prompts here.
 SAFETY_TRAIN_FILES = (
     f"{PKU}/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl",
-    f"{PKU}/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl",
-    f"{PKU}/pku_saferlhf_test_realign_dpo_5k.json",
-)  # test_2000_guardreasoner.json holds the same pairs as the 1000-pair file, so it is left out
+    "beavertails/beavertails_30k_train_unsafe_sample140.csv",  # every row unsafe (no is_safe column)
+)
 SAFETY_TEST_FILE = "beavertails/beavertails_30k_test.jsonl"
 TRUTHFULQA_CSV = "truthfulqa/TruthfulQA.csv"
-# Files whose prompts the safety judge never trains on: the policy's default training data (harmless:
-# safety_tuned_llamas only; helpful: Alpaca; honest: TruthfulQA, all 817 questions to be safe) and every
-# harmless evaluation set. A training row whose normalised prompt occurs in any of them is dropped.
-SAFETY_BLOCKED_FILES = (
-    "safety_tuned_llamas/safety_only_data_Instructions.json",
-    "alpaca/alpaca_small_2000.json",
-    TRUTHFULQA_CSV,
-    SAFETY_TEST_FILE,
-    "beavertails/BeaverTails-Evaluation.csv",
-)
+# Every file the policy trains on by default (each `path` of every objective's DEFAULT_TRAIN sources, read
+# whole: all rows, whatever its filters, `part` or `limit`), so this list follows the defaults and cannot drift.
+POLICY_TRAIN_FILES = tuple(dict.fromkeys(s["path"] for sources in DEFAULT_TRAIN.values() for s in sources
+                                         if s.get("path")))
+_POLICY_FORMATS = {s["path"]: s.get("format", "auto") for sources in DEFAULT_TRAIN.values() for s in sources
+                   if s.get("path")}
+# Files whose prompts the safety judge never trains on: the policy's default training files and the harmless
+# test sets. A training row whose normalised prompt occurs in any of them is dropped.
+SAFETY_BLOCKED_FILES = (*POLICY_TRAIN_FILES, SAFETY_TEST_FILE, "beavertails/BeaverTails-Evaluation.csv")
 TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/finetune_info.jsonl"}
 _QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
 
@@ -64,36 +68,34 @@ def _row(prompt: str, response: str, unsafe: bool, source: str) -> dict:
 
 
 def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
-    """Labelled PKU-SafeRLHF responses (label 1 = unsafe), one row per distinct (prompt, response)."""
-    sample, pairs, dpo = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
+    """Labelled safety judge rows (label 1 = unsafe), one per distinct (prompt, response): both responses of
+    the raw PKU-SafeRLHF sample, and the BeaverTails 30k_train pairs, all unsafe."""
+    sample, beavertails = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
     rows = []
     for r in _read_jsonl(sample):
         for i in (0, 1):
             rows.append(_row(r["prompt"], r[f"response_{i}"], not r[f"is_response_{i}_safe"], sample.name))
-    for r in _read_jsonl(pairs):
-        rows += [_row(r["prompt"], r["response_safe"], False, pairs.name),
-                 _row(r["prompt"], r["response_unsafe"], True, pairs.name)]
-    for r in json.loads(dpo.read_text(encoding="utf-8")):
-        rows += [_row(r["prompt"], r["response"][0], False, dpo.name),
-                 _row(r["prompt"], r["response"][1], True, dpo.name)]
+    for ex in load_beavertails(beavertails):
+        # The file has no is_safe column: every row is an unsafe 30k_train pair (SOURCES.md); a row labelled
+        # safe by a future version of the file keeps its label.
+        rows.append(_row(ex.prompt, ex.response, ex.label is not True, beavertails.name))
     return _dedupe(rows)
 
 
 def blocked_safety_prompts(data_dir: Path) -> dict[str, set[str]]:
-    """Normalised prompts of every file in SAFETY_BLOCKED_FILES, read by the project's own loaders."""
+    """Normalised prompts of every file in SAFETY_BLOCKED_FILES, read whole by the project's own loaders
+    (a policy file with the format its DEFAULT_TRAIN source names; TruthfulQA: all 817 questions)."""
     data_dir = Path(data_dir)
     out = {}
     for name in SAFETY_BLOCKED_FILES:
         path = _need(data_dir / name)
-        if name.endswith("BeaverTails-Evaluation.csv"):
-            examples = load_beavertails_eval(path)
-        elif name == TRUTHFULQA_CSV:
-            examples = load_truthfulqa(path)
-        elif name == SAFETY_TEST_FILE:
+        if name == SAFETY_TEST_FILE:
             out[name] = {r["group"] for r in load_safety_test(data_dir)}
             continue
+        if name.endswith("BeaverTails-Evaluation.csv"):
+            examples = load_beavertails_eval(path)
         else:
-            examples = load_alpaca(path)
+            examples = parse_source_rows(read_rows(path), _POLICY_FORMATS[name], str(path), "blocked", False, None)
         out[name] = {normalize_prompt(ex.prompt) for ex in examples}
     return out
 

@@ -111,6 +111,9 @@ def _trained_on(splits: dict) -> list[str]:
     return sorted({data.text_hash(r["context"]) for part in ("train", "val") for r in splits[part]})
 
 
+SAFETY_SPLIT = (0.8, 0.2)  # training / validation, by prompt: about 1,100 rows, so a fifth validates
+
+
 def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
     """train/val/test rows for the safety judge, and the facts the card reports about them.
 
@@ -121,17 +124,21 @@ def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
     test = data.load_safety_test(data_dir)
     blocked = data.blocked_safety_prompts(data_dir)
     every_blocked = set().union(*blocked.values())
-    removed: dict[str, int] = {}
+    removed = {Path(name).name: 0 for name in data.SAFETY_TRAIN_FILES}
     for r in rows:
         if r["group"] in every_blocked:
-            removed[r["source"]] = removed.get(r["source"], 0) + 1
+            removed[r["source"]] += 1
     prompts = {r["group"] for r in rows}
     kept = [r for r in rows if r["group"] not in every_blocked]
-    train, val = data.split_groups(kept, (0.85, 0.15), cfg.seed)
+    train, val = data.split_groups(kept, SAFETY_SPLIT, cfg.seed)
     splits = {"train": data.subsample(train, cfg.n_train, cfg.seed), "val": data.subsample(val, cfg.n_val, cfg.seed),
               "test": data.subsample(test, cfg.n_test, cfg.seed)}
     facts = {**stats, "removed_for_overlap_rows": removed,
              "removed_for_overlap_prompts": {name: len(prompts & p) for name, p in blocked.items()},
+             # a row whose prompt is in several blocked files counts once under each of them
+             "removed_for_overlap_rows_by_blocked_file": {name: sum(r["group"] in p for r in rows)
+                                                           for name, p in blocked.items()},
+             "split_fractions": list(SAFETY_SPLIT),
              "removed_prompts_total": len(prompts & every_blocked), "prompts_read": len(prompts),
              "available_after_filter": len(kept),
              "files": _files_card(data_dir, data.SAFETY_TRAIN_FILES),
@@ -260,18 +267,23 @@ def previous_head(card_path: Path) -> dict | None:
         return None
     old = json.loads(card_path.read_text(encoding="utf-8"))
     tr = old["training"]
-    if "blocked_files" in tr or "split" in tr:
+    policy_files = sorted({x["path"] for x in tr["files"]} & set(data.POLICY_TRAIN_FILES))
+    if ("blocked_files" in tr or "split" in tr) and not policy_files:
         return old.get("previous_head")
     trained_on = "on " + ", ".join(f"`{x['path']}`" for x in tr["files"])
     if "questions" in tr:
         q = tr["questions"]
         trained_on += (f", split at random by question over all TruthfulQA questions ({q['train']} training / "
                        f"{q['val']} validation / {q['test']} test), so it had been fitted on test-half questions")
+    elif "blocked_files" in tr:
+        trained_on += (", with the prompts of the policy's default training files and of the test sets removed; "
+                       "but " + " and ".join(f"`{f}`" for f in policy_files) + " became default harmless training "
+                       "data of the policy (their refusing answers and their prompts for routing)")
     else:
         trained_on += (", with only its test set's prompts removed; the policy's harmless objective trained on "
                        "the same PKU-SafeRLHF files by default")
     return {"name": old["name"], "created": old["created"], "trained_on": trained_on, "features": old["features"],
-            "n_train": tr["n_train"], "test": old["metrics"]["test"]}
+            "n_train": tr["n_train"], "threshold": old["threshold"], "test": old["metrics"]["test"]}
 
 
 def record_slice(kind: str, head: LocalHead, test: list[dict], model, tokenizer, cfg: TrainConfig) -> dict:
