@@ -156,15 +156,6 @@ def test_shipped_truthfulqa_heads_never_trained_on_a_graded_question(kind, data_
     assert card["metrics"]["test"]["n"] == card["training"]["n_test"] > 1000
 
 
-# Until the safety head is retrained on the issue 11 data (scripts/train_local_judges.py --kinds safety), the
-# shipped head is the one trained on the two PKU-SafeRLHF preference files the policy now trains on, so these
-# two checks fail for real; strict, so the retrained head's passing run makes whoever ships it remove the marker.
-SAFETY_HEAD_NOT_RETRAINED = pytest.mark.xfail(
-    strict=True, reason="the shipped local-safety head still trains on the policy's PKU-SafeRLHF preference files "
-                        "(retrain it: scripts/train_local_judges.py --kinds safety)")
-
-
-@SAFETY_HEAD_NOT_RETRAINED
 def test_shipped_safety_head_never_trained_on_graded_or_policy_prompts(data_dir):
     card = json.loads((HEADS_DIR / "local-safety.json").read_text())
     trained = set(card["training"]["trained_prompt_sha256_16"])
@@ -174,7 +165,6 @@ def test_shipped_safety_head_never_trained_on_graded_or_policy_prompts(data_dir)
     assert card["metrics"]["test"]["n"] == 3021
 
 
-@SAFETY_HEAD_NOT_RETRAINED
 def test_safety_head_files_are_not_policy_training_files():
     card = json.loads((HEADS_DIR / "local-safety.json").read_text())
     policy = {s["path"] for sources in DEFAULT_TRAIN.values() for s in sources if s.get("path")}
