@@ -149,7 +149,7 @@ def test_api_key_required_and_never_logged(server):
     ({"model": "negotiax", "messages": [{"role": "user", "content": "word " * (CONTEXT + 10)}]}, 400, "messages"),
     ({"model": "negotiax", "prompt": "hi", "max_tokens": CAP}, 200, None),  # fits: 200 + a few prompt tokens
     ({"model": "negotiax", "prompt": "word " * 100, "max_tokens": CAP}, 400, "max_tokens"),  # over the context
-    ({"model": "negotiax", "prompt": "x " * BODY_LIMIT}, 413, "body"),
+    ({"model": "negotiax", "prompt": "x " * BODY_LIMIT}, 400, "body"),
     ({"model": "negotiax", "prompt": "hi", "n": 2}, 400, "n"),
     ({"model": "negotiax", "prompt": "hi", "temperature": -1}, 400, "temperature"),
     ({"prompt": "hi"}, 400, "model"),

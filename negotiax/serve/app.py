@@ -302,7 +302,7 @@ async def _stream(job: Job, events: asyncio.Queue, head: dict, chat: bool, usage
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over the limit (413) before they reach the routes."""
+    """ASGI middleware: refuse request bodies over the limit (400, as every other bad input) before they reach the routes."""
 
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -336,7 +336,7 @@ class BodyLimit:
 
     async def _too_large(self, scope, receive, send) -> None:
         response = JSONResponse(error_body(f"the request body is over this server's limit of {self.limit} bytes",
-                                           "body", "request_too_large"), status_code=413)
+                                           "body", "request_too_large"), status_code=400)
         await response(scope, receive, send)
 
 
