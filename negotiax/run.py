@@ -97,7 +97,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     from .report import write_report
     from .saving import load_circuit
     from .train.metrics import read_metrics
-    from .train.pipeline import sft_lora_recipe, train_from_recipe
+    from .train.pipeline import sft_lora_recipe, train_from_recipe, train_summary, with_lora
 
     if recipe.circuit.variant in ("base", "branched"):
         raise ValueError(f"circuit.variant={recipe.circuit.variant}: `negotiax run` compares a trained circuit "
@@ -131,9 +131,9 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     for system in ["base", *baselines, "negotiax"]:
         system_model = model
         if system in baselines:
-            system_model = _with_lora(load_backbone(recipe.model)[0], Path(baselines[system].output_dir))
+            system_model = with_lora(load_backbone(recipe.model)[0], Path(baselines[system].output_dir))
         elif system == "negotiax":
-            model = system_model = _with_lora(model, run_dir)
+            model = system_model = with_lora(model, run_dir)
             attachment = load_circuit(run_dir / "circuit", model)
         log.info("stage 2/4: generate (%s)", system)
         # The preference beta steers a circuit; the other systems have none, so their decoding ignores it.
@@ -146,8 +146,6 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
         results[system] = evaluate(gen_path, tests, recipe.eval, model=system_model, tokenizer=tokenizer,
                                    attachment=attachment if system == "negotiax" else None,
                                    out_dir=run_dir / "eval" / system, decoding=gen_cfg.decoding())
-        if system_model is not model:
-            del system_model
 
     sweep = _preference_sweep(recipe, model, tokenizer, attachment, tests, results["negotiax"], run_dir) \
         if recipe.run.preference_sweep else []
@@ -169,7 +167,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
         _write_json(run_dir / "negotiation.json", alpha)
     attachment.detach()
     systems = ["base", "negotiax", *baselines]
-    training = {s: _train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
+    training = {s: train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
                 for s in systems if s != "base"}
     report = _write_run_report(recipe, run_dir, {s: results[s] for s in systems}, alpha, read_metrics(run_dir),
                                training, sweep, started, write_report, started_with)
@@ -205,20 +203,6 @@ def _preference_sweep(recipe: Recipe, model, tokenizer, attachment, tests: dict,
                                   "ci_high": 100 * high, "n": len(values)}
             points.append(point)
     return sorted(points, key=lambda p: (p["objective"], p["beta"]))
-
-
-def _with_lora(model, run_dir: Path):
-    """The backbone with the run's LoRA adapter, when training used one (train.lora=true)."""
-    if not (run_dir / "lora").is_dir():
-        return model
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(model, str(run_dir / "lora")).eval()
-
-
-def _train_summary(run_dir: Path) -> dict:
-    path = run_dir / "train_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list[dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,8 @@ from pathlib import Path
 from ..attach import Attachment
 from ..config import load_config
 from ..recipe import Recipe, load_recipe
-from ..train.pipeline import sft_lora_recipe
+from ..backbone import load_backbone
+from ..train.pipeline import sft_lora_recipe, train_summary, with_lora
 from .common import add_config_arguments, overrides_from, clean, markdown_table, pyplot, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -149,31 +149,18 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
                                 "run the pathways entry first or set branched_source=own")
     attachment = load_circuit(circuit_dir, model) if circuit_dir is not None else None
     # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
-    entry_model = _lora_model(recipe, run_dir) if entry.name == SFT_LORA else model
+    entry_model = with_lora(load_backbone(recipe.model)[0], run_dir) if entry.name == SFT_LORA else model
     try:  # finished generations and results are reused only when their fingerprints match (negotiax.fingerprint)
         results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
     finally:
         if attachment is not None:
             attachment.detach()
-    summary = _train_summary(run_dir if entry.name == SFT_LORA or circuit_dir is None else circuit_dir.parent)
+    summary = train_summary(run_dir if entry.name == SFT_LORA or circuit_dir is None else circuit_dir.parent)
     return {"name": entry.name, "description": entry.description, "circuit": entry.circuit,
             "circuit_dir": str(circuit_dir) if circuit_dir else None,
             "params": summary.get("trainable_parameters") or _params(circuit_dir),
             "train_tokens_per_s": (summary.get("throughput") or {}).get("tokens_per_s"),
             "metrics": results["metrics"], "run_dir": str(run_dir)}
-
-
-def _lora_model(recipe: Recipe, run_dir: Path):
-    from peft import PeftModel
-
-    from ..backbone import load_backbone
-
-    return PeftModel.from_pretrained(load_backbone(recipe.model)[0], str(run_dir / "lora")).eval()
-
-
-def _train_summary(run_dir: Path) -> dict:
-    path = run_dir / "train_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _params(circuit_dir: Path | None) -> int:
@@ -194,7 +181,6 @@ def _params(circuit_dir: Path | None) -> int:
 
 def ablate(cfg: AblateConfig, model=None, tokenizer=None) -> dict:
     """Run the grid; returns {entries: [...], metrics: [...]} and writes the table and plot."""
-    from ..backbone import load_backbone
     from ..data import load_test_sets
 
     overrides = list(cfg.recipe_overrides)

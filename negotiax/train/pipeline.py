@@ -92,6 +92,21 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     return run_dir
 
 
+def train_summary(run_dir: Path) -> dict:
+    """The training summary a finished run wrote (trainable parameters, throughput, ...), or {}."""
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def with_lora(model, run_dir: Path):
+    """The backbone with the run's LoRA adapter (peft), when its training used one (<run_dir>/lora)."""
+    if not (Path(run_dir) / "lora").is_dir():
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(Path(run_dir) / "lora")).eval()
+
+
 def sft_lora_recipe(recipe: Recipe) -> Recipe:
     """The `sft-lora` baseline of a recipe: no circuit, LoRA on the backbone (train.sft_lora), the same data,
     steps, batches, schedule and seed, trained into <output_dir>/sft-lora."""

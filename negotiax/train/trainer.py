@@ -158,8 +158,8 @@ class Trainer:
                 callback(self, self.step)
         bar.close()
         if tokens:  # this invocation's throughput (a resumed run counts its own steps only)
-            self.throughput = {"tokens": tokens, "seconds": time.perf_counter() - started,
-                               "tokens_per_s": tokens / max(time.perf_counter() - started, 1e-9)}
+            seconds = time.perf_counter() - started
+            self.throughput = {"tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / max(seconds, 1e-9)}
 
     def _optimizer_step(self, batches: Iterator[dict[str, Batch]]) -> tuple[dict[str, float], int]:
         """grad_accum micro-steps of one batch per objective, then clip, step and schedule."""
