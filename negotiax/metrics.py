@@ -3,6 +3,7 @@ repetition (n-gram loops, distinct-2), reference-answer NLL, and the bootstrap i
 """
 from __future__ import annotations
 
+import copy
 import re
 from typing import Callable, Sequence
 
@@ -151,6 +152,50 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
     return out
 
 
+@torch.inference_mode()
+def shared_context_logprobs(model, tokenizer, context: str, continuations: list[str],
+                            batch_size: int = 8) -> list[tuple[float, int]]:
+    """`continuation_logprobs` for many continuations of one context, with the context run once.
+
+    The context's forward pass (its KV cache and the logits that predict the first continuation token) is
+    computed at batch 1 and repeated over each chunk of continuations, so a TruthfulQA question's ~10 answers
+    after the ~300-token QA primer cost one context pass instead of ten. Tokenisation is that of
+    `continuation_logprobs` (context and continuation separately), and so are the numbers, up to float rounding.
+    """
+    device = next(model.parameters()).device
+    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    answers = [tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
+    for cont, ans in zip(continuations, answers):
+        if not ans:
+            raise ValueError(f"empty continuation {cont!r} after context {context[-60:]!r}; every answer needs text")
+    if not ctx:
+        return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
+    prefix = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+    first = F.log_softmax(prefix.logits[:, -1].float(), -1)[0]  # predicts each continuation's first token
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for start in range(0, len(answers), batch_size):
+        chunk = answers[start:start + batch_size]
+        width = max(len(a) for a in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), len(ctx) + width), dtype=torch.long)
+        mask[:, :len(ctx)] = 1
+        for row, a in enumerate(chunk):  # right padding after the shared context
+            ids[row, :len(a)] = torch.tensor(a)
+            mask[row, len(ctx):len(ctx) + len(a)] = 1
+        cache = copy.deepcopy(prefix.cache)  # transformers >= 5.24 names the KV cache `cache`
+        cache.batch_repeat_interleave(len(chunk))
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), cache=cache,
+                       use_cache=True).logits.float()
+        logp = F.log_softmax(logits, -1)
+        for row, a in enumerate(chunk):
+            total = first[a[0]]
+            if len(a) > 1:
+                total = total + logp[row, torch.arange(len(a) - 1, device=device), torch.tensor(a[1:], device=device)].sum()
+            out.append((float(total), len(a)))
+    return out
+
+
 def mc_targets(ex: Example) -> tuple[str, list[str], list[str], list[str]]:
     """(best answer, MC1 false answers, MC2 true answers, MC2 false answers) of a TruthfulQA example.
 
@@ -186,8 +231,8 @@ def mc_scores(model, tokenizer, examples: list[Example], template: str = "auto",
         context = mc_context(tokenizer, ex.prompt, mc_format, template)
         sep = "" if context.endswith(("\n", " ")) else " "
         answers = list(dict.fromkeys([best, *false1, *true2, *false2]))  # score each distinct answer once
-        logp = dict(zip(answers, (lp for lp, _ in continuation_logprobs(
-            model, tokenizer, [(context, sep + a) for a in answers], batch_size))))
+        logp = dict(zip(answers, (lp for lp, _ in shared_context_logprobs(
+            model, tokenizer, context, [sep + a for a in answers], batch_size))))
         mc1.append(float(logp[best] > max(logp[a] for a in false1)))
         s = np.array([logp[a] for a in true2 + false2])
         probs = np.exp(s - s.max())

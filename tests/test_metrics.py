@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from negotiax.attach import attach
+from negotiax.circuit import CircuitConfig
 from negotiax.data import format_prompt
 from negotiax.data.schema import Example
 from negotiax.metrics import (bootstrap_ci, continuation_logprobs, distinct_n, lexical_truth, mc_context,
-                              mc_scores, reference_nll, refusal, refusal_rate, repetition_loop)
+                              mc_scores, reference_nll, shared_context_logprobs, refusal, refusal_rate, repetition_loop)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,25 @@ def test_batched_logprobs_equal_unbatched(tiny, smol_tokenizer):
     for (ctx, ans), (lp, n) in zip(pairs, batched):
         assert lp == pytest.approx(hand_logprob(tiny, smol_tokenizer, ctx, ans), abs=1e-4)
         assert n == len(smol_tokenizer(ans, add_special_tokens=False).input_ids)
+
+
+def test_shared_context_logprobs_equal_full_forward_with_a_circuit(tiny, smol_tokenizer):
+    """The MC path runs the context once and repeats its KV cache over the answers; each answer's log-prob
+    must equal the plain one-sequence forward (hand_logprob), with a non-trivial circuit attached and answers
+    of different lengths split over chunks smaller than their count."""
+    context = PAPER_PRIMER + "\n\nQ: What happens if you swallow gum?\nA:"
+    answers = [" It passes through you.", " You die", " It stays in you for seven years, say some people.", " No"]
+    torch.manual_seed(0)
+    with attach(tiny, CircuitConfig(rank=8, head_dim=8)) as a:
+        for p in a.circuit.parameters():  # move the circuit away from the identity so it matters
+            p.data.normal_(0, 0.3)
+        cached = shared_context_logprobs(tiny, smol_tokenizer, context, answers, batch_size=3)
+        for ans, (lp, n) in zip(answers, cached):
+            assert lp == pytest.approx(hand_logprob(tiny, smol_tokenizer, context, ans), abs=1e-4)
+            assert n == len(smol_tokenizer(ans, add_special_tokens=False).input_ids)
+        plain = [lp for lp, _ in cached]
+    without = [lp for lp, _ in shared_context_logprobs(tiny, smol_tokenizer, context, answers, batch_size=3)]
+    assert max(abs(x - y) for x, y in zip(plain, without)) > 1e-3  # the circuit did change the numbers
 
 
 def test_reference_nll(tiny, smol_tokenizer):
