@@ -19,6 +19,7 @@ VERBS = {
     "profile": ("negotiax.experiments.profile", "parameters, throughput, latency and memory"),
     "interpret": ("negotiax.experiments.interpret", "mechanistic analysis of a trained circuit"),
     "sweep": ("negotiax.experiments.sweep", "preference sweep: the trade-off curve of one model"),
+    "results": ("negotiax.experiments.results", "the experiments on one recipe, resumable, written to docs/results"),
     "serve": ("negotiax.serve.cli", "OpenAI-compatible server; each request sets its own preference"),
 }
 

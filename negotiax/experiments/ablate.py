@@ -72,6 +72,11 @@ class Entry:
     name: str
     description: str
     circuit: dict  # circuit settings changed from the recipe
+    seed: int | None = None  # None: the recipe's seed
+    kind: str = ""  # the variant this entry repeats (e.g. "sft-lora" for "sft-lora s1"); default: the name
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name
 
 
 def grid(cfg: AblateConfig) -> list[Entry]:
@@ -101,12 +106,13 @@ def slug(name: str) -> str:
 
 
 def entry_recipe(base: Recipe, entry: Entry, out_dir: Path) -> Recipe:
-    if entry.name == SFT_LORA:
+    seed = base.seed if entry.seed is None else entry.seed
+    if entry.kind == SFT_LORA:
         return dataclasses.replace(sft_lora_recipe(base), name=f"{base.name}-{slug(entry.name)}",
-                                   output_dir=str(out_dir / slug(entry.name)))
+                                   output_dir=str(out_dir / slug(entry.name)), seed=seed)
     circuit = dataclasses.replace(base.circuit, **entry.circuit)
     return dataclasses.replace(base, circuit=circuit, name=f"{base.name}-{slug(entry.name)}",
-                               output_dir=str(out_dir / slug(entry.name)))
+                               output_dir=str(out_dir / slug(entry.name)), seed=seed)
 
 
 def _circuit_dir(entry: Entry, recipe: Recipe, cfg: AblateConfig) -> Path | None:
@@ -139,7 +145,7 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
 
     run_dir = Path(recipe.output_dir)
     circuit_dir = _circuit_dir(entry, recipe, cfg)
-    needs_training = (circuit_dir is not None or entry.name == SFT_LORA) and \
+    needs_training = (circuit_dir is not None or entry.kind == SFT_LORA) and \
         not (entry.name == "branched" and cfg.branched_source == "pathways")
     if needs_training:
         train_from_recipe(recipe)
@@ -149,14 +155,14 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
                                 "run the pathways entry first or set branched_source=own")
     attachment = load_circuit(circuit_dir, model) if circuit_dir is not None else None
     # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
-    entry_model = with_lora(load_backbone(recipe.model)[0], run_dir) if entry.name == SFT_LORA else model
+    entry_model = with_lora(load_backbone(recipe.model)[0], run_dir) if entry.kind == SFT_LORA else model
     try:  # finished generations and results are reused only when their fingerprints match (negotiax.fingerprint)
         results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
     finally:
         if attachment is not None:
             attachment.detach()
-    summary = train_summary(run_dir if entry.name == SFT_LORA or circuit_dir is None else circuit_dir.parent)
-    return {"name": entry.name, "description": entry.description, "circuit": entry.circuit,
+    summary = train_summary(run_dir if entry.kind == SFT_LORA or circuit_dir is None else circuit_dir.parent)
+    return {"name": entry.name, "description": entry.description, "circuit": entry.circuit, "seed": recipe.seed,
             "circuit_dir": str(circuit_dir) if circuit_dir else None,
             "params": summary.get("trainable_parameters") or _params(circuit_dir),
             "train_tokens_per_s": (summary.get("throughput") or {}).get("tokens_per_s"),

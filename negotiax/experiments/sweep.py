@@ -42,6 +42,7 @@ class SweepConfig:
     dtype: str = "auto"
     betas: list[float] = field(default_factory=lambda: [-4.0, -2.0, 0.0, 2.0, 4.0])
     mute: bool = True  # also β = -inf for each objective
+    objectives: list[str] | None = None  # whose β is swept (default: every objective of the circuit)
     include_base: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -85,8 +86,12 @@ def preference_sweep(model: nn.Module, tokenizer, attachment: Attachment, probes
     if circuit.cfg.variant not in ("mac", "negotiax"):
         raise ValueError(f"the preference sweep needs a circuit with a negotiation (mac / negotiax); "
                          f"{cfg.circuit_dir or 'this circuit'} is {circuit.cfg.variant!r}")
+    swept = cfg.objectives or circuit.objectives
+    unknown = [o for o in swept if o not in circuit.objectives]
+    if unknown:
+        raise ValueError(f"objectives={swept}: {unknown} not in the circuit's objectives {circuit.objectives}")
     saved = circuit.preference()
-    points = sweep_points(circuit.objectives, cfg.betas, cfg.mute)
+    points = sweep_points(swept, cfg.betas, cfg.mute)
     try:
         for point in tqdm(points, desc="sweep", unit="point", disable=None):
             circuit.set_preference(point["preference"])
@@ -94,7 +99,7 @@ def preference_sweep(model: nn.Module, tokenizer, attachment: Attachment, probes
             log.info("%s: %s", point["label"], {k: v["value"] for k, v in point["metrics"].items()})
     finally:
         circuit.set_preference(saved)
-    result = {"objectives": circuit.objectives, "variant": circuit.cfg.variant, "points": points,
+    result = {"objectives": list(swept), "variant": circuit.cfg.variant, "points": points,
               "probe_sizes": {k: len(v) for k, v in probes.items()}, "probe": asdict(cfg.probe),
               "pareto": pareto_front(points, list(HIGHER_IS_BETTER))}
     if cfg.include_base:

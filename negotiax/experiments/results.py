@@ -1,0 +1,457 @@
+"""`negotiax results`: the paper's experiments on one recipe, run resumably, written to docs/results/.
+
+One command runs, in order:
+1. the ablation grid (`negotiax ablate`): every variant and ablation trained and evaluated the same way, then
+   the extra seeds of the key rows, then the layer and rank sweeps. Each entry is a run folder that is reused
+   when its fingerprints match, so an interrupted grid resumes where it stopped;
+2. the β sweep (`negotiax sweep`) of the grid's `negotiax` circuit, on the first test prompts;
+3. the interpretability analyses (`negotiax interpret`) of the same circuit;
+4. the compute profile (`negotiax profile`) of base and every circuit variant, with the grid's circuits.
+Then it writes `docs_dir`: the tables (Markdown and CSV), the figures (PNG) and a README whose every number
+is read from the run. A finished stage is reused when the settings stored next to its output are the same.
+`stages=[...]` runs a subset; `report_only=true` rewrites docs_dir from what has finished, and a row that has
+not run is listed as such, never filled in.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import logging
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import load_config
+from ..recipe import load_recipe
+from ..report import paired_change, verdict
+from .ablate import AblateConfig, Entry, entry_recipe, grid, run_entry, slug, write_outputs, metric_names
+from .common import add_config_arguments, clean, markdown_table, overrides_from, pyplot, write_csv, write_json
+from .interpret import InterpretConfig
+from .probe import ProbeConfig
+from .profile import ProfileConfig
+from .sweep import SweepConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = ("ablate", "sweep", "interpret", "profile")
+# The comparisons the README leads with: (row, against, what the row changes).
+HEADLINE = [("negotiax", "base", "the full method against the backbone"),
+            ("negotiax", "pathways", "negotiation against naive (uniform) fusion of the same pathways"),
+            ("negotiax", "sft-lora", "the circuit against LoRA SFT on the same data and steps"),
+            ("negotiax", "A1", "axis embeddings and the routing loss (A1 removes them)"),
+            ("negotiax", "A2", "a trained negotiation (A2 freezes W_q, W_k, W_v)")]
+# metric -> (label, higher is better)
+KEY_METRICS = {"refusal_harmful": ("refusal on harmful", True), "over_refusal_benign": ("over-refusal on benign", False),
+               "repetition": ("repetition", False), "MC1": ("MC1", True), "MC2": ("MC2", True), "TI": ("TI", True),
+               "True*Info": ("True*Info", True), "SS": ("SS (local judge)", False)}
+
+
+@dataclass
+class ResultsConfig:
+    """The grid, the sweep, the analyses and the profile, all on one recipe."""
+
+    recipe: str = "configs/quick.yaml"
+    recipe_overrides: list[str] = field(default_factory=list)
+    output_dir: str = "runs/paper_cpu"  # the runs (checkpoints, generations, judge caches)
+    docs_dir: str = "docs/results"  # the tables, figures and README
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    report_only: bool = False
+    variants: list[str] = field(default_factory=lambda: ["base", "negotiax", "sft-lora", "pathways", "branched",
+                                                         "mac", "A1", "A2", "A3"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2])  # extra seeds (the recipe's seed is the first)
+    seed_variants: list[str] = field(default_factory=lambda: ["negotiax", "sft-lora", "pathways"])
+    layers_sweep: list[int] = field(default_factory=list)  # injection layers besides the recipe's
+    ranks_sweep: list[int] = field(default_factory=list)  # pathway ranks besides the recipe's
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    interpret: InterpretConfig = field(default_factory=InterpretConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad:
+            raise ValueError(f"stages={self.stages}: unknown {bad}; choose from {', '.join(STAGES)}")
+        missing = [v for v in self.seed_variants if v not in self.variants]
+        if missing:
+            raise ValueError(f"seed_variants={self.seed_variants}: {missing} not in variants={self.variants}")
+        AblateConfig(variants=self.variants)  # the same check of variant names as `negotiax ablate`
+
+
+def ablate_config(cfg: ResultsConfig) -> AblateConfig:
+    return AblateConfig(recipe=cfg.recipe, recipe_overrides=list(cfg.recipe_overrides), variants=list(cfg.variants),
+                        layers_sweep=list(cfg.layers_sweep), ranks_sweep=list(cfg.ranks_sweep),
+                        output_dir=str(Path(cfg.output_dir) / "ablate"))
+
+
+def entries(cfg: ResultsConfig) -> list[Entry]:
+    """The entries in run order: the variants at the recipe's seed, the extra seeds of the key rows, then the
+    layer and rank sweeps (most informative first, so an interrupted grid already has the key rows)."""
+    acfg = ablate_config(cfg)
+    main = grid(dataclasses.replace(acfg, layers_sweep=[], ranks_sweep=[]))
+    sweeps = grid(dataclasses.replace(acfg, variants=["negotiax"]))[1:]
+    by_name = {e.name: e for e in main}
+    seeded = [Entry(f"{v} s{s}", f"{by_name[v].description}, seed {s}", dict(by_name[v].circuit), seed=s, kind=v)
+              for s in cfg.seeds for v in cfg.seed_variants]
+    return main + seeded + sweeps
+
+
+def run_grid(cfg: ResultsConfig, model=None, tokenizer=None) -> dict:
+    """The ablation grid plus seeds and sweeps; ablation.{md,csv,json,png} rewritten after every entry."""
+    from ..backbone import load_backbone
+    from ..data import load_test_sets
+
+    acfg = ablate_config(cfg)
+    base = load_recipe(cfg.recipe, list(cfg.recipe_overrides))
+    out = Path(acfg.output_dir)
+    if model is None:
+        model, tokenizer = load_backbone(base.model)
+    tests = load_test_sets(base.data)
+    done = []
+    for entry in entries(cfg):
+        start = time.perf_counter()
+        log.info("results: entry %s (%s)", entry.name, entry.description)
+        row = run_entry(model, tokenizer, entry, entry_recipe(base, entry, out), acfg, tests)
+        _log_wall(cfg, entry.name, time.perf_counter() - start)
+        done.append(row)
+        result = clean({"recipe": cfg.recipe, "recipe_overrides": list(cfg.recipe_overrides), "entries": done,
+                        "metrics": metric_names(done), "test_sets": {k: len(v) for k, v in tests.items()}})
+        write_outputs(result, out)
+    return result
+
+
+def _log_wall(cfg: ResultsConfig, what: str, seconds: float) -> None:
+    """One line per piece of work and invocation in <output_dir>/wall.jsonl: a resumed grid adds its time."""
+    path = Path(cfg.output_dir) / "wall.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"what": what, "wall_s": round(seconds, 1), "at": datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec="seconds")}) + "\n")
+
+
+def _reusable(out_json: Path, settings: dict) -> bool:
+    """A stage's output is reused only when it was made with the same settings (stored next to it)."""
+    stored = out_json.parent / "results_settings.json"
+    return out_json.is_file() and stored.is_file() and json.loads(stored.read_text()) == settings
+
+
+def run_stage(cfg: ResultsConfig, stage: str) -> None:
+    """sweep / interpret / profile on the grid's circuits; skipped when finished with the same settings."""
+    from .interpret import run_interpret
+    from .profile import profile, render
+    from .sweep import run_sweep
+
+    ablate_dir = Path(cfg.output_dir) / "ablate"
+    negotiax_circuit = str(ablate_dir / "negotiax" / "circuit")
+    out = Path(cfg.output_dir) / stage
+    sub = getattr(cfg, stage)
+    if stage == "profile":
+        dirs = {v: str(ablate_dir / slug(v) / "circuit") for v in sub.variants if v not in ("base", "branched")}
+        sub = dataclasses.replace(sub, circuit_dirs={**dirs, **sub.circuit_dirs}, output_dir=str(out))
+    else:
+        sub = dataclasses.replace(sub, circuit_dir=sub.circuit_dir or negotiax_circuit, output_dir=str(out))
+    settings = clean(asdict(sub))
+    out_json = out / f"{stage}.json"
+    if _reusable(out_json, settings):
+        log.info("results: %s is finished with these settings (%s); reused", stage, out_json)
+        return
+    start = time.perf_counter()
+    if stage == "sweep":
+        run_sweep(sub)
+    elif stage == "interpret":
+        run_interpret(sub)
+    else:
+        result = clean(profile(sub))
+        write_json(result, out_json)
+        (out / "profile.md").write_text(render(result))
+    write_json(settings, out / "results_settings.json")
+    _log_wall(cfg, stage, time.perf_counter() - start)
+
+
+def results(cfg: ResultsConfig) -> Path:
+    """Run the stages (resumably), then write docs_dir; returns docs_dir/README.md."""
+    start = time.perf_counter()
+    if not cfg.report_only:
+        for stage in cfg.stages:
+            if stage == "ablate":
+                run_grid(cfg)
+            else:
+                run_stage(cfg, stage)
+    return write_docs(cfg, time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------- docs/results
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _entry_items(row: dict) -> dict:
+    """The metric entries (with per-item values) of an ablation row, from its run folder's results.json."""
+    res = _load(Path(row["run_dir"]) / "eval" / "results.json")
+    return (res or {}).get("metrics", {})
+
+
+def headline(rows: dict[str, dict]) -> list[dict]:
+    """Paired changes (same prompts) of the headline comparisons, with 95% intervals and a verdict."""
+    out = []
+    for name, other, what in HEADLINE:
+        if name not in rows or other not in rows:
+            out.append({"comparison": f"{name} vs {other}", "what": what, "status": "not run"})
+            continue
+        a, b = _entry_items(rows[other]), _entry_items(rows[name])
+        for metric, (label, higher) in KEY_METRICS.items():
+            if metric not in a or metric not in b:
+                continue
+            change = paired_change(a[metric], b[metric])
+            if change is None:
+                continue
+            out.append({"comparison": f"{name} vs {other}", "what": what, "metric": label,
+                        "before": a[metric]["value"], "after": b[metric]["value"], "change": change["value"],
+                        "ci_low": change["ci_low"], "ci_high": change["ci_high"], "n": change["n"],
+                        "verdict": verdict(change, higher)})
+    return out
+
+
+def seed_spread(rows: dict[str, dict], cfg: ResultsConfig) -> list[dict]:
+    """Mean, standard deviation and range over seeds of each key metric for the seeded rows."""
+    out = []
+    for v in cfg.seed_variants:
+        runs = [rows[n] for n in [v, *(f"{v} s{s}" for s in cfg.seeds)] if n in rows]
+        if not runs:
+            continue
+        row = {"entry": v, "seeds": ", ".join(str(r.get("seed")) for r in runs)}
+        for metric, (label, _) in KEY_METRICS.items():
+            vals = [r["metrics"][metric]["value"] for r in runs if (r["metrics"].get(metric) or {}).get("value") is not None]
+            if vals:
+                row[label] = (f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f} [{min(vals):.1f}, {max(vals):.1f}]"
+                              if len(vals) > 1 else f"{vals[0]:.1f} (one seed)")
+        out.append(row)
+    return out
+
+
+def _cell(m: dict | None) -> str:
+    if not m or m.get("value") is None:
+        return "–"
+    lo, hi = m.get("ci_low"), m.get("ci_high")
+    return f"{m['value']:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else f"{m['value']:.1f}"
+
+
+def ablation_table(planned: list[Entry], rows: dict[str, dict]) -> tuple[list[dict], list[str]]:
+    cols = ["entry", "what", "params", "train tok/s", *(label for label, _ in KEY_METRICS.values())]
+    table = []
+    for entry in planned:
+        row = rows.get(entry.name)
+        if row is None:
+            table.append({"entry": entry.name, "what": entry.description, "params": "not run"})
+            continue
+        tps = row.get("train_tokens_per_s")
+        table.append({"entry": entry.name, "what": entry.description, "params": f"{row['params']:,}",
+                      "train tok/s": "–" if tps is None else f"{tps:.0f}",
+                      **{label: _cell(row["metrics"].get(m)) for m, (label, _) in KEY_METRICS.items()}})
+    return table, cols
+
+
+def compute_table(profile: dict) -> list[dict]:
+    """Per variant and batch size: tokens/s, latency and memory as ratios to base at the same batch size."""
+    inf = profile["inference"]
+    base = {(r["batch_size"], r["prompt_length"]): r for r in inf if r["variant"] == "base"}
+    params = profile["variants"]
+    out = []
+    for r in inf:
+        b = base.get((r["batch_size"], r["prompt_length"]))
+        info = params.get(r["variant"], {})
+
+        def ratio(key):
+            return None if not b or not b.get(key) or r.get(key) is None else r[key] / b[key]
+        out.append({"variant": r["variant"], "batch": r["batch_size"], "Δparams": info.get("delta_params"),
+                    "Δparams %": info.get("delta_percent"), "train tok/s": info.get("train_tokens_per_s"),
+                    "prefill tok/s": r.get("prefill_tokens_per_s"), "decode tok/s": r.get("decode_tokens_per_s"),
+                    "p50 s": r.get("latency_p50_s"), "p95 s": r.get("latency_p95_s"),
+                    "peak MB": r.get("peak_memory_mb"), "decode ×base": ratio("decode_tokens_per_s"),
+                    "prefill ×base": ratio("prefill_tokens_per_s"), "p50 ×base": ratio("latency_p50_s"),
+                    "peak mem ×base": ratio("peak_memory_mb")})
+    return out
+
+
+def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
+    """The β front of the negotiax circuit (sweep, refusal vs over-refusal) next to every trained system."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for objective in sweep["objectives"]:
+        pts = sorted((p for p in sweep["points"] if p["objective"] in (None, objective) and p["beta"] != "mute"),
+                     key=lambda p: p["beta"])
+        if len(pts) < 2:
+            continue
+        x = [100 * p["metrics"]["over_refusal_benign"]["value"] for p in pts]
+        y = [100 * p["metrics"]["refusal_harmful"]["value"] for p in pts]
+        line, = ax.plot(x, y, marker="o", label=f"negotiax, β_{objective} swept")
+        for p, xi, yi in zip(pts, x, y):
+            ax.annotate(f"{p['beta']:g}", (xi, yi), fontsize=7, textcoords="offset points", xytext=(3, 3),
+                        color=line.get_color())
+    for i, (name, row) in enumerate(rows.items()):
+        m = row["metrics"]
+        if "refusal_harmful" in m and "over_refusal_benign" in m:
+            ax.scatter(m["over_refusal_benign"]["value"], m["refusal_harmful"]["value"], marker="s", s=36,
+                       color=f"C{(i + 2) % 10}", zorder=3)
+            ax.annotate(name, (m["over_refusal_benign"]["value"], m["refusal_harmful"]["value"]), fontsize=7,
+                        textcoords="offset points", xytext=(4, -9))
+    ax.set(xlabel="over-refusal on benign AlpacaEval prompts, % (↓)", ylabel="refusal on harmful BeaverTails prompts, % (↑)",
+           title="β front of one circuit vs separately trained systems (same test prompts)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fmt_change(h: dict) -> str:
+    return f"{h['change']:+.1f} [{h['ci_low']:+.1f}, {h['ci_high']:+.1f}]"
+
+
+def write_docs(cfg: ResultsConfig, wall_s: float) -> Path:
+    """docs_dir/: ablation, seeds, headline and compute tables (.md + .csv), the figures, and README.md."""
+    docs = Path(cfg.docs_dir)
+    docs.mkdir(parents=True, exist_ok=True)
+    run = Path(cfg.output_dir)
+    ablation = _load(run / "ablate" / "ablation.json") or {"entries": []}
+    rows = {r["name"]: r for r in ablation["entries"]}
+    planned = entries(cfg)
+    table, cols = ablation_table(planned, rows)
+    write_csv(table, cols, docs / "ablation.csv")
+    heads = headline(rows)
+    head_cols = ["comparison", "metric", "before", "after", "change", "ci_low", "ci_high", "n", "verdict"]
+    write_csv([h for h in heads if "metric" in h], head_cols, docs / "headline.csv")
+    spread = seed_spread(rows, cfg)
+    seed_cols = ["entry", "seeds", *(label for label, _ in KEY_METRICS.values())]
+    if spread:
+        write_csv(spread, seed_cols, docs / "seeds.csv")
+    if (run / "ablate" / "ablation.png").is_file():
+        shutil.copy(run / "ablate" / "ablation.png", docs / "ablation.png")
+    profile = _load(run / "profile" / "profile.json")
+    compute = compute_table(profile) if profile else []
+    if compute:
+        write_csv(compute, list(compute[0]), docs / "compute.csv")
+    sweep = _load(run / "sweep" / "sweep.json")
+    figures = []
+    if sweep:
+        figures.append(tradeoff_figure(sweep, rows, docs / "tradeoff.png").name)
+        shutil.copy(run / "sweep" / "sweep.png", docs / "sweep.png")
+        figures.append("sweep.png")
+    interp = _load(run / "interpret" / "interpret.json")
+    for name in (interp or {}).get("figures", {}):
+        src = run / "interpret" / f"{name}.png"
+        if src.is_file():
+            shutil.copy(src, docs / f"interpret_{name}.png")
+            figures.append(f"interpret_{name}.png")
+    lines = _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, sweep, interp,
+                    figures, wall_s)
+    path = docs / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    write_json(clean({"headline": heads, "seeds": spread, "compute": compute}), docs / "results.json")
+    log.info("wrote %s", path)
+    return path
+
+
+def _wall(run: Path) -> float:
+    """Seconds spent on the run over all its invocations (wall.jsonl)."""
+    path = run / "wall.jsonl"
+    if not path.is_file():
+        return 0.0
+    return sum(json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip())
+
+
+def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, sweep, interp, figures,
+            wall_s) -> list[str]:
+    run = Path(cfg.output_dir)
+    not_run = [e.name for e in planned if e.name not in rows]
+    tests = ablation.get("test_sets", {})
+    lines = ["# Results: SmolLM2-135M-Instruct on 2 CPU cores", "",
+             f"Generated by `negotiax results -c <config>` (recipe `{cfg.recipe}`"
+             + (f", overrides {cfg.recipe_overrides}" if cfg.recipe_overrides else "") + f") at commit "
+             f"`{_git_revision()}` on {datetime.date.today().isoformat()}; the measured wall time adds up to "
+             f"{_wall(run) / 60:.0f} minutes over all invocations (`wall.jsonl`). Test prompts: "
+             + ", ".join(f"{n} {k}" for k, n in tests.items()) + " (held out; never used for training or tuning). "
+             "Every number below is read from the run's files; intervals are 95% bootstrap intervals over prompts.", ""]
+    if not_run:
+        lines += [f"**Not run yet ({len(not_run)} of {len(planned)} grid entries):** {', '.join(not_run)}. "
+                  "Re-running the command resumes the grid; these rows are left empty, not estimated.", ""]
+    lines += ["## Headline comparisons", "",
+              "Paired changes (row − reference, on the same prompts). *No clear change* means the interval "
+              "contains 0: the difference is within noise at this test size.", ""]
+    measured = [h for h in heads if "metric" in h]
+    if measured:
+        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": _fmt_change(h)}
+                    for h in measured]
+        lines.append(markdown_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict"]))
+    for h in heads:
+        if h.get("status") == "not run":
+            lines.append(f"- {h['comparison']} ({h['what']}): not run yet.")
+    lines += ["", "## Ablation table", "", "Each cell: value [95% interval]; rates in %. `params`: trainable "
+              "parameters; `train tok/s`: training throughput on this machine. Same data, steps, seed and test "
+              "prompts for every row. Also in `ablation.csv`; the bar chart is `ablation.png`.", ""]
+    lines.append(markdown_table(table, cols))
+    if spread:
+        lines += ["## Seeds", "", "Mean ± standard deviation [min, max] over the seeds listed.", ""]
+        lines.append(markdown_table(spread, seed_cols))
+    if compute:
+        lines += ["## Compute", "", "`negotiax profile` with the grid's trained circuits: tokens/s, latency and "
+                  "peak memory, and their ratios to the base model at the same batch size (`compute.csv`).", ""]
+        cols_c = ["variant", "batch", "Δparams", "train tok/s", "prefill tok/s", "decode tok/s", "p50 s", "p95 s",
+                  "peak MB", "decode ×base", "p50 ×base", "peak mem ×base"]
+        lines.append(markdown_table(compute, cols_c))
+    if figures:
+        lines += ["## Figures", ""]
+        captions = {"tradeoff.png": "β front of the negotiax circuit next to the separately trained systems",
+                    "sweep.png": "the β sweep: trade-off plane, MC2 and reference NLL against β"}
+        for f in figures:
+            lines += [f"![{f}]({f})", "", f"*{captions.get(f, f.removeprefix('interpret_').removesuffix('.png').replace('_', ' '))}*", ""]
+    if interp and "blind_spots" in interp:
+        lines += _blind_spots(interp["blind_spots"])
+    return lines
+
+
+def _blind_spots(blind: dict) -> list[str]:
+    lines = ["## Blind spots", "", "Prompts whose decision-position α peaks on another objective than their prompt "
+             "type's (`negotiax interpret`); the examples are the three with the least α on the expected objective.", ""]
+    for group, info in blind.items():
+        rate = info.get("misrouted_rate")
+        if rate is None:
+            continue
+        lines.append(f"- **{group}** (expected `{info.get('expected')}`): {100 * rate:.0f}% of {info.get('n')} "
+                     "prompts routed elsewhere.")
+        for item in (info.get("misrouted") or [])[:3]:
+            prompt = str(item.get("prompt", ""))[:110].replace("\n", " ")
+            alpha = ", ".join(f"{k} {v:.2f}" for k, v in item.get("alpha", {}).items())
+            lines.append(f"  - → `{item.get('routed_to')}` (α: {alpha}): “{prompt}”")
+    return lines + [""]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--output-dir", help="where the runs go")
+    parser.add_argument("--report-only", action="store_true", help="rewrite docs_dir from what has finished")
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = overrides_from(args, output_dir="output_dir")
+    if args.report_only:
+        overrides.append("report_only=true")
+    path = results(load_config(ResultsConfig, args.config, overrides))
+    log.info("wrote %s", path)
+    return 0

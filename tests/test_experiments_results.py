@@ -1,0 +1,75 @@
+"""`negotiax results`: the grid's order (key rows first), a tiny resumable run end to end, and docs/results
+whose numbers are checked against the runs' own per-prompt scores by hand."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from negotiax.cli import main as cli_main
+from negotiax.experiments.results import ResultsConfig, entries
+from test_experiments_ablate import recipe_file  # noqa: F401 (the tiny recipe fixture)
+
+
+def test_entries_put_key_rows_first_then_seeds_then_sweeps():
+    cfg = ResultsConfig(variants=["base", "negotiax", "sft-lora", "pathways", "branched", "A3"], seeds=[1, 2],
+                        seed_variants=["negotiax", "sft-lora"], layers_sweep=[3], ranks_sweep=[8])
+    got = entries(cfg)
+    assert [e.name for e in got] == ["base", "negotiax", "sft-lora", "pathways", "branched", "A3 help+harm",
+                                     "A3 help+honest", "A3 harm+honest", "negotiax s1", "sft-lora s1",
+                                     "negotiax s2", "sft-lora s2", "negotiax L3", "negotiax r8"]
+    seeded = {e.name: e for e in got}
+    assert seeded["sft-lora s2"].kind == "sft-lora" and seeded["sft-lora s2"].seed == 2
+    assert seeded["negotiax"].seed is None and seeded["negotiax"].kind == "negotiax"
+    with pytest.raises(ValueError, match="seed_variants"):
+        ResultsConfig(variants=["base"], seed_variants=["negotiax"])
+    with pytest.raises(ValueError, match="stages"):
+        ResultsConfig(stages=["ablate", "plots"])
+
+
+def _mean_change(before: dict, after: dict) -> float:
+    """after - before over the prompts both were scored on, from the per-prompt values (by hand)."""
+    a, b = before["items"]["values"], after["items"]["values"]
+    ids = sorted(set(a) & set(b))
+    return float(np.mean([b[i] for i in ids]) - np.mean([a[i] for i in ids])) * float(before["items"]["scale"])
+
+
+def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noqa: F811
+    out, docs = tmp_path / "run", tmp_path / "docs"
+    args = ["results", "--output-dir", str(out), f"recipe={recipe_file}", f"docs_dir={docs}", "stages=[ablate]",
+            "variants=[base,negotiax,sft-lora]", "seeds=[1]", "seed_variants=[negotiax,sft-lora]"]
+    assert cli_main(args) == 0
+    ablation = json.loads((out / "ablate" / "ablation.json").read_text())
+    rows = {e["name"]: e for e in ablation["entries"]}
+    assert list(rows) == ["base", "negotiax", "sft-lora", "negotiax s1", "sft-lora s1"]
+    assert rows["negotiax s1"]["seed"] == 1 and rows["negotiax"]["seed"] == 0
+    assert (out / "ablate" / "sft-lora_s1" / "lora").is_dir()  # a seeded sft-lora row is still LoRA SFT
+    seed0 = (out / "ablate" / "negotiax" / "circuit" / "circuit.safetensors").read_bytes()
+    seed1 = (out / "ablate" / "negotiax_s1" / "circuit" / "circuit.safetensors").read_bytes()
+    assert seed0 != seed1
+
+    readme = (docs / "README.md").read_text()
+    assert "## Headline comparisons" in readme and "## Ablation table" in readme and "## Seeds" in readme
+    assert "negotiax vs pathways (negotiation against naive (uniform) fusion of the same pathways): not run yet" in readme
+    heads = list(csv.DictReader((docs / "headline.csv").open()))
+    mc2 = next(h for h in heads if h["comparison"] == "negotiax vs base" and h["metric"] == "MC2")
+    base = json.loads((out / "ablate" / "base" / "eval" / "results.json").read_text())["metrics"]["MC2"]
+    nx = json.loads((out / "ablate" / "negotiax" / "eval" / "results.json").read_text())["metrics"]["MC2"]
+    assert float(mc2["change"]) == pytest.approx(_mean_change(base, nx), abs=1e-9)
+    assert float(mc2["ci_low"]) <= float(mc2["change"]) <= float(mc2["ci_high"])
+    seeds = {r["entry"]: r for r in csv.DictReader((docs / "seeds.csv").open())}
+    values = [rows[n]["metrics"]["MC2"]["value"] for n in ("negotiax", "negotiax s1")]
+    assert seeds["negotiax"]["seeds"] == "0, 1"
+    assert seeds["negotiax"]["MC2"].startswith(f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}")
+
+    # Report only, on a larger grid: nothing is trained, the missing rows are listed and left empty.
+    wall = (out / "wall.jsonl").read_text()
+    assert cli_main(args[:-3] + ["variants=[base,negotiax,sft-lora,pathways]", "seeds=[1]",
+                                 "seed_variants=[negotiax,sft-lora]", "--report-only"]) == 0
+    assert (out / "wall.jsonl").read_text() == wall and not (out / "ablate" / "pathways").exists()
+    readme = (docs / "README.md").read_text()
+    assert "**Not run yet (1 of 6 grid entries):** pathways." in readme
+    table = {r["entry"]: r for r in csv.DictReader((docs / "ablation.csv").open())}
+    assert table["pathways"]["params"] == "not run" and table["pathways"]["MC2"] == ""
