@@ -73,3 +73,42 @@ def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noq
     assert "**Not run yet (1 of 6 grid entries):** pathways." in readme
     table = {r["entry"]: r for r in csv.DictReader((docs / "ablation.csv").open())}
     assert table["pathways"]["params"] == "not run" and table["pathways"]["MC2"] == ""
+
+
+def test_results_stages_use_the_grids_circuits_and_reuse_finished_work(recipe_file, tmp_path, data_dir):  # noqa: F811
+    out, docs = tmp_path / "run", tmp_path / "docs"
+    tiny = str(recipe_file.parent / "tiny")
+    common = ["results", "--output-dir", str(out), f"recipe={recipe_file}", f"docs_dir={docs}",
+              "variants=[base,negotiax]", "seeds=[]", "seed_variants=[negotiax]"]
+    probe = "{n_harmful: 2, n_benign: 2, n_honest: 2, n_helpful: 2, max_new_tokens: 2, batch_size: 4, n_boot: 50}"
+    stages = [f"sweep.model={tiny}", "sweep.device=cpu", f"sweep.data.data_dir={data_dir}", "sweep.betas=[-4,0,4]",
+              "sweep.objectives=[harmless]", "sweep.mute=false", "sweep.include_base=false", f"sweep.probe={probe}",
+              f"interpret.model={tiny}", "interpret.device=cpu", f"interpret.data.data_dir={data_dir}",
+              "interpret.analyses=[heatmap,blind_spots]", "interpret.n_prompts=2", f"interpret.probe={probe}",
+              f"profile.model={tiny}", "profile.device=cpu", "profile.variants=[base,negotiax]",
+              "profile.circuit={rank: 4, head_dim: 8}", "profile.batch_sizes=[1]", "profile.prompt_lengths=[8]",
+              "profile.new_tokens=2", "profile.repeats=1", "profile.train_steps=1", "profile.train_length=16"]
+    assert cli_main(common + stages) == 0
+    sweep = json.loads((out / "sweep" / "sweep.json").read_text())
+    assert sweep["circuit_dir"] == str(out / "ablate" / "negotiax" / "circuit")  # the grid's circuit
+    assert sweep["objectives"] == ["harmless"]
+    assert [p["label"] for p in sweep["points"]] == ["beta=0", "harmless=-4", "harmless=4"]
+    profile = json.loads((out / "profile" / "profile.json").read_text())
+    assert profile["settings"]["circuit_dirs"]["negotiax"] == str(out / "ablate" / "negotiax" / "circuit")
+    compute = {r["variant"]: r for r in csv.DictReader((docs / "compute.csv").open())}
+    assert float(compute["base"]["decode ×base"]) == 1.0
+    nx = next(r for r in profile["inference"] if r["variant"] == "negotiax")
+    base = next(r for r in profile["inference"] if r["variant"] == "base")
+    assert float(compute["negotiax"]["decode ×base"]) == pytest.approx(
+        nx["decode_tokens_per_s"] / base["decode_tokens_per_s"])
+    for png in ("tradeoff.png", "sweep.png", "interpret_heatmap.png"):
+        assert (docs / png).read_bytes()[:4] == b"\x89PNG", png
+    assert "## Blind spots" in (docs / "README.md").read_text()
+    # Same settings: every stage is reused (nothing appended to wall.jsonl but the grid's reused entries).
+    stamp = (out / "sweep" / "sweep.json").stat().st_mtime
+    assert cli_main(common + stages) == 0
+    assert (out / "sweep" / "sweep.json").stat().st_mtime == stamp
+    # A changed stage setting reruns that stage.
+    assert cli_main(common + [s if not s.startswith("sweep.betas") else "sweep.betas=[0,4]" for s in stages]) == 0
+    assert [p["label"] for p in json.loads((out / "sweep" / "sweep.json").read_text())["points"]] == \
+        ["beta=0", "harmless=4"]
