@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from negotiax.report import paired_change, verdict
 
 # (metric key in summary.json, row label); a row appears when any system has the metric
@@ -75,11 +77,15 @@ def readme_table(run_dir: str | Path, extra: dict[str, str | Path] | None = None
     systems = summary.get("metrics")
     if not isinstance(systems, dict) or not systems:
         raise ValueError(f"{path} has no per-system 'metrics'; was it written by `negotiax run`?")
+    training = {s: (t.get("throughput") or {}).get("tokens_per_s") for s, t in (summary.get("training") or {}).items()}
     for name, path in (extra or {}).items():
         results = json.loads(Path(path).read_text())
         if "metrics" not in results:
             raise ValueError(f"{path}: no 'metrics'; give the results.json that `negotiax evaluate` wrote")
         systems[name] = results["metrics"]
+        train = Path(path).parent.parent / "train_summary.json"  # <entry>/eval/results.json -> <entry>/
+        if train.is_file():
+            training[name] = (json.loads(train.read_text()).get("throughput") or {}).get("tokens_per_s")
     commit, created = _provenance(run_dir, summary)
     others = [s for s in systems if s != "base"] if "base" in systems else []
     header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems] + \
@@ -96,8 +102,65 @@ def readme_table(run_dir: str | Path, extra: dict[str, str | Path] | None = None
             cells.append("–" if ch is None else
                          f"{ch['value']:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}] {verdict(ch, key not in LOWER)}")
         lines.append(f"| {label} (n={n}{_judge_note(systems, key)}) | " + " | ".join(cells) + " |")
+    lines += _selectivity_lines(systems) + _training_lines(training)
     lines += _routing_lines(summary) + _sweep_lines(summary)
     return "\n".join(lines) + "\n"
+
+
+def _selectivity(systems: dict[str, dict], idx_h=None, idx_b=None) -> dict[str, float] | None:
+    """refusal − over-refusal (points) of each system, on the harmful and benign prompts all of them share;
+    `idx_h` / `idx_b` resample those prompts (the same draw for every system)."""
+    try:
+        refusal = {s: m["refusal_harmful"]["items"]["values"] for s, m in systems.items()}
+        over = {s: m["over_refusal_benign"]["items"]["values"] for s, m in systems.items()}
+    except (KeyError, TypeError):
+        return None
+    harmful = sorted(set.intersection(*(set(v) for v in refusal.values())))
+    benign = sorted(set.intersection(*(set(v) for v in over.values())))
+    if not harmful or not benign:
+        return None
+    out = {}
+    for s in systems:
+        h = np.asarray([refusal[s][i] for i in harmful], dtype=float)
+        b = np.asarray([over[s][i] for i in benign], dtype=float)
+        out[s] = 100 * (h[idx_h].mean(-1) - b[idx_b].mean(-1)) if idx_h is not None else 100 * (h.mean() - b.mean())
+    out["_n"] = (len(harmful), len(benign))
+    return out
+
+
+def _selectivity_lines(systems: dict[str, dict], n_boot: int = 2000, seed: int = 0) -> list[str]:
+    """Refusal minus over-refusal per system, and each trained system against NegotiaX, with bootstrap intervals
+    that resample the harmful and the benign prompts (separately; the same draw for every system)."""
+    point = _selectivity(systems)
+    if point is None or len(systems) < 2:
+        return []
+    n_h, n_b = point.pop("_n")
+    rng = np.random.default_rng(seed)
+    draws = _selectivity(systems, rng.integers(0, n_h, (n_boot, n_h)), rng.integers(0, n_b, (n_boot, n_b)))
+    draws.pop("_n")
+
+    def interval(x):
+        lo, hi = np.quantile(x, [0.025, 0.975])
+        return f"[{lo:+.1f}, {hi:+.1f}]"
+    parts = [f"{SYSTEM_NAMES.get(s, s)} {point[s]:+.1f} {interval(draws[s])}" for s in systems]
+    line = ("Refusal minus over-refusal (points; higher is more selective): " + "; ".join(parts) + ".")
+    if "negotiax" in systems:
+        for s in systems:
+            if s in ("negotiax", "base"):
+                continue
+            diff = point["negotiax"] - point[s]
+            ch = {"ci_low": float(np.quantile(draws["negotiax"] - draws[s], 0.025)),
+                  "ci_high": float(np.quantile(draws["negotiax"] - draws[s], 0.975))}
+            word = {"better": "higher", "worse": "lower", "no clear change": "not clearly different (within noise)"}
+            line += (f" NegotiaX − {SYSTEM_NAMES.get(s, s)}: {diff:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}], "
+                     f"{word[verdict(ch, True)]}.")
+    return ["", line]
+
+
+def _training_lines(training: dict[str, float | None]) -> list[str]:
+    parts = [f"{SYSTEM_NAMES.get(s, s)} {v:.0f}" for s, v in training.items() if v]
+    return ["", "Training throughput on this machine (tokens/s, same batches): " + "; ".join(parts) + "."] \
+        if parts else []
 
 
 LOWER = {"over_refusal_benign", "SS", "repetition"}  # metrics where lower is better (for the verdicts)

@@ -92,3 +92,26 @@ def test_extra_system_from_another_results_file(script, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| metric | base | sft-lora | sft-lora − base (paired) |" in out and "| 30.0 [25.0, 35.0] |" in out
     assert script.main(["--run", str(run), "--extra", "no-equals-sign"]) == 2
+
+
+def items(values: dict) -> dict:
+    return {"scale": 100, "stat": "mean", "values": values}
+
+
+def test_selectivity_and_training_lines(script, tmp_path):
+    """Refusal minus over-refusal by hand: NegotiaX refuses 3 of 4 harmful and 1 of 4 benign prompts (+50 points),
+    sft-lora 4 of 4 and 3 of 4 (+25); each system's training tokens/s comes from its train summary."""
+    def system(harmful, benign):
+        return {"refusal_harmful": {**metric(0, 0, 0, 4), "items": items(dict(zip("abcd", harmful)))},
+                "over_refusal_benign": {**metric(0, 0, 0, 4), "items": items(dict(zip("efgh", benign)))}}
+    run = write_run(tmp_path, {"base": system([0, 0, 0, 1], [0, 0, 0, 0]), "negotiax": system([1, 1, 0, 1], [1, 0, 0, 0])},
+                    training={"negotiax": {"throughput": {"tokens_per_s": 280.6}}})
+    entry = tmp_path / "ablate" / "sft-lora"
+    (entry / "eval").mkdir(parents=True)
+    (entry / "eval" / "results.json").write_text(json.dumps({"metrics": system([1, 1, 1, 1], [1, 1, 1, 0])}))
+    (entry / "train_summary.json").write_text(json.dumps({"throughput": {"tokens_per_s": 167.8}}))
+    table = script.readme_table(run, {"sft-lora": entry / "eval" / "results.json"})
+    line = next(l for l in table.splitlines() if l.startswith("Refusal minus over-refusal"))
+    assert "base +25.0 [" in line and "NegotiaX +50.0 [" in line and "sft-lora +25.0 [" in line
+    assert "NegotiaX − sft-lora: +25.0 [" in line and "not clearly different (within noise)" in line  # n=4: wide
+    assert "Training throughput on this machine (tokens/s, same batches): NegotiaX 281; sft-lora 168." in table
