@@ -53,6 +53,10 @@ def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noq
     readme = (docs / "README.md").read_text()
     assert "## Headline comparisons" in readme and "## Ablation table" in readme and "## Seeds" in readme
     assert "negotiax vs pathways (negotiation against naive (uniform) fusion of the same pathways): not run yet" in readme
+    summary = (docs / "summary.md").read_text().splitlines()
+    assert len(summary) == 3 and summary[0] == "- NegotiaX vs naive fusion (`pathways`): not run yet."
+    in_short = readme.split("## In short")[1].split("##")[0]
+    assert "**negotiax vs base**" in in_short and "**negotiax vs A1**: not run yet." in in_short
     heads = list(csv.DictReader((docs / "headline.csv").open()))
     mc2 = next(h for h in heads if h["comparison"] == "negotiax vs base" and h["metric"] == "MC2")
     base = json.loads((out / "ablate" / "base" / "eval" / "results.json").read_text())["metrics"]["MC2"]

@@ -174,14 +174,13 @@ def run_stage(cfg: ResultsConfig, stage: str) -> None:
 
 def results(cfg: ResultsConfig) -> Path:
     """Run the stages (resumably), then write docs_dir; returns docs_dir/README.md."""
-    start = time.perf_counter()
     if not cfg.report_only:
         for stage in cfg.stages:
             if stage == "ablate":
                 run_grid(cfg)
             else:
                 run_stage(cfg, stage)
-    return write_docs(cfg, time.perf_counter() - start)
+    return write_docs(cfg)
 
 
 # ---------------------------------------------------------------- docs/results
@@ -320,11 +319,41 @@ def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
     return path
 
 
+def in_short(heads: list[dict]) -> list[str]:
+    """One generated line per headline comparison: the metrics whose interval excludes 0, the rest within noise."""
+    lines = []
+    for comparison in dict.fromkeys(h["comparison"] for h in heads):
+        rows = [h for h in heads if h["comparison"] == comparison]
+        if rows[0].get("status") == "not run":
+            lines.append(f"- **{comparison}**: not run yet.")
+            continue
+        clear = [f"{h['metric']} {_fmt_change(h)} ({h['verdict']})" for h in rows if h["verdict"] in ("better", "worse")]
+        noise = [h["metric"] for h in rows if h["verdict"] not in ("better", "worse")]
+        text = ("clear differences: " + "; ".join(clear)) if clear else "no clear difference on any key metric"
+        if clear and noise:
+            text += "; within noise: " + ", ".join(noise)
+        lines.append(f"- **{comparison}** ({rows[0]['what']}): {text}.")
+    return lines
+
+
+def summary_lines(heads: list[dict]) -> list[str]:
+    """Three lines for the main README: against naive fusion, against LoRA SFT, and the two ablations."""
+    short = dict(zip(dict.fromkeys(h["comparison"] for h in heads), in_short(heads)))
+
+    def body(comparison):
+        line = short.get(comparison, f"- **{comparison}**: not run yet.")
+        return line.split(": ", 1)[1].rstrip(".") if ": " in line else line
+    return [f"- NegotiaX vs naive fusion (`pathways`): {body('negotiax vs pathways')}.",
+            f"- NegotiaX vs LoRA SFT (`sft-lora`): {body('negotiax vs sft-lora')}.",
+            f"- Without axis embeddings (A1): {body('negotiax vs A1')}; with a frozen negotiation (A2): "
+            f"{body('negotiax vs A2')}."]
+
+
 def _fmt_change(h: dict) -> str:
     return f"{h['change']:+.1f} [{h['ci_low']:+.1f}, {h['ci_high']:+.1f}]"
 
 
-def write_docs(cfg: ResultsConfig, wall_s: float) -> Path:
+def write_docs(cfg: ResultsConfig) -> Path:
     """docs_dir/: ablation, seeds, headline and compute tables (.md + .csv), the figures, and README.md."""
     docs = Path(cfg.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
@@ -359,10 +388,10 @@ def write_docs(cfg: ResultsConfig, wall_s: float) -> Path:
         if src.is_file():
             shutil.copy(src, docs / f"interpret_{name}.png")
             figures.append(f"interpret_{name}.png")
-    lines = _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, sweep, interp,
-                    figures, wall_s)
+    lines = _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, interp, figures)
     path = docs / "README.md"
     path.write_text("\n".join(lines) + "\n")
+    (docs / "summary.md").write_text("\n".join(summary_lines(heads)) + "\n")
     write_json(clean({"headline": heads, "seeds": spread, "compute": compute}), docs / "results.json")
     log.info("wrote %s", path)
     return path
@@ -376,8 +405,7 @@ def _wall(run: Path) -> float:
     return sum(json.loads(line)["wall_s"] for line in path.read_text().splitlines() if line.strip())
 
 
-def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, sweep, interp, figures,
-            wall_s) -> list[str]:
+def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, interp, figures) -> list[str]:
     run = Path(cfg.output_dir)
     not_run = [e.name for e in planned if e.name not in rows]
     tests = ablation.get("test_sets", {})
@@ -391,6 +419,7 @@ def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols,
     if not_run:
         lines += [f"**Not run yet ({len(not_run)} of {len(planned)} grid entries):** {', '.join(not_run)}. "
                   "Re-running the command resumes the grid; these rows are left empty, not estimated.", ""]
+    lines += ["## In short", ""] + in_short(heads) + [""]
     lines += ["## Headline comparisons", "",
               "Paired changes (row − reference, on the same prompts). *No clear change* means the interval "
               "contains 0: the difference is within noise at this test size.", ""]
