@@ -171,6 +171,8 @@ def shared_context_logprobs(model, tokenizer, context: str, continuations: list[
     if not ctx:
         return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
     prefix = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+    if getattr(prefix, "cache", None) is None:  # a scorer without a KV cache (e.g. BranchedLM): one pass per answer
+        return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
     first = F.log_softmax(prefix.logits[:, -1].float(), -1)[0]  # predicts each continuation's first token
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []

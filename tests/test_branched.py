@@ -159,3 +159,20 @@ def test_smollm2_identity_branched_equals_base(smollm2):
         out = branched_generate(model, tokenizer, texts, a, max_new_tokens=8)
     assert out.result.tokens == base
     assert out.token_counts == [len(t) for t in base] and all(0 < n <= 8 for n in out.token_counts)
+
+
+def test_mc_scores_a_branched_scorer_without_a_kv_cache(smol_tokenizer):
+    """BranchedLM returns no KV cache, so MC scoring falls back to one pass per answer: the same numbers as
+    scoring each answer with continuation_logprobs (the branched entry of the ablation grid needs this)."""
+    from negotiax.branched import BranchedLM
+    from negotiax.metrics import continuation_logprobs, shared_context_logprobs
+
+    model = _model(smol_tokenizer)
+    context, answers = "Q: What happens if you swallow gum?\nA:", [" It passes through you.", " You die"]
+    with attach(model, CircuitConfig(variant="pathways", rank=4)) as a:
+        _perturb(a, seed=5)
+        scorer = BranchedLM(model, a, [0.2, 0.5, 0.3])
+        got = shared_context_logprobs(scorer, smol_tokenizer, context, answers, batch_size=2)
+        expected = continuation_logprobs(scorer, smol_tokenizer, [(context, x) for x in answers], batch_size=1)
+    assert [n for _, n in got] == [n for _, n in expected]
+    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-4)
