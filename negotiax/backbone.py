@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .io import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,18 @@ def default_model_path(cache_dir: str | None = None) -> Path:
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     # The weights are already plain fp32 tensors; drop the GGUF marker so they save as safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)  # a half-converted folder never looks finished
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    # a half-converted folder never looks finished
+    replace_dir(folder, write, tmp=folder.with_name(folder.name + ".tmp"))
     return folder
 
 

@@ -24,10 +24,10 @@ import numpy as np
 
 from . import fingerprint as fp
 from . import metrics as M
-from .data.records import sha256_file
 from .data.schema import Example
 from .eval_config import EvalConfig
 from .generate import meta_path, preference
+from .io import sha256_file
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}

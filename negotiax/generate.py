@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from .branched import branched_generate, encode_prompts, eos_ids
 from .data import format_prompt
 from .data.schema import Example
 from .generate_config import GenerationConfig
+from .io import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +63,20 @@ def read_rows(path: Path) -> list[dict]:
     """Rows already written; a line cut off by an interruption is dropped (and the file repaired)."""
     if not path.is_file():
         return []
-    rows, good, lines = [], [], path.read_text().splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):  # an interrupted write: the last line is partial
-                log.warning("%s: dropping a partial last line left by an interrupted run", path)
-                break
-            raise ValueError(f"{path} line {number} is not valid JSON; delete the file or choose another --out") from None
-        rows.append(row)
-        good.append(line if line.endswith("\n") else line + "\n")
-    if len(good) != len(lines) or (lines and not lines[-1].endswith("\n")):
-        path.write_text("".join(good))
+    with path.open(encoding="utf-8") as fh:
+        lines = fh.readlines()
+
+    def bad_line(number: int, err) -> None:
+        if number != len(lines):
+            raise ValueError(f"{path} line {number} is not valid JSON; delete the file or choose another --out")
+        log.warning("%s: dropping a partial last line left by an interrupted run", path)  # an interrupted write
+
+    rows = read_jsonl(path, bad_line=bad_line)
+    partial = bool(rows) and rows[-1] is None
+    rows = rows[:-1] if partial else rows
+    if partial or (lines and not lines[-1].endswith("\n")):
+        good = lines[:-1] if partial else lines
+        path.write_text("".join(line if line.endswith("\n") else line + "\n" for line in good))
     return rows
 
 
@@ -209,8 +210,7 @@ def _generate_rows(model, tokenizer, examples: list[Example], cfg: GenerationCon
     pending = sum(ex.id not in done for ex in examples)
     if done:
         log.info("resuming %s: %d rows done, %d to generate", path, len(examples) - pending, pending)
-    with (path.open("a") if path is not None else contextlib.nullcontext()) as sink, \
-            tqdm(total=pending, desc="generate", unit="ex") as bar:
+    with tqdm(total=pending, desc="generate", unit="ex") as bar:
         for b, batch in enumerate(batches):
             todo = [i for i in batch if examples[i].id not in done]
             if not todo:
@@ -221,9 +221,7 @@ def _generate_rows(model, tokenizer, examples: list[Example], cfg: GenerationCon
                 done[ex.id] = {"id": ex.id, "objective": ex.objective, "prompt": ex.prompt, "output": output,
                                "n_new_tokens": n_new, "n_prompt_tokens": n_prompt, "finish_reason": reason,
                                "category": ex.category}
-                if sink is not None:
-                    sink.write(json.dumps(done[ex.id], ensure_ascii=False) + "\n")
-            if sink is not None:
-                sink.flush()
+            if path is not None:
+                append_jsonl(path, [done[examples[i].id] for i in todo], ensure_ascii=False)
             bar.update(len(todo))
     return [done[i] for i in ids]

@@ -28,7 +28,7 @@ from negotiax.metrics import refusal_rate
 from negotiax.negotiation import negotiation_profile, summarize
 from negotiax.recipe import load_recipe
 from negotiax.saving import load_circuit
-from negotiax.train.pipeline import train_from_recipe
+from negotiax.pipeline import train_from_recipe
 
 N = 48
 

@@ -89,7 +89,7 @@ def test_run_with_another_recipe_stops_before_touching_the_run(tmp_path):
     from negotiax.config import save_config
     from negotiax.fingerprint import SettingsChangedError
     from negotiax.recipe import load_recipe
-    from negotiax.run import check_recipe, run
+    from negotiax.pipeline import check_recipe, run
 
     out = tmp_path / "run"
     out.mkdir()

@@ -10,7 +10,7 @@ from negotiax.cli import main as cli_main
 from negotiax.recipe import load_recipe
 from negotiax.train.checkpoint import valid_checkpoints
 from negotiax.train.metrics import read_metrics
-from negotiax.train.pipeline import split_holdout, train_from_recipe
+from negotiax.pipeline import split_holdout, train_from_recipe
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Helpers shared by the experiments: loading a backbone (weights or config only), writing artefacts."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -37,14 +36,9 @@ def load_model(name_or_path: str = "smollm2", device: str = "auto", dtype: str =
     return load_backbone(ModelConfig(name_or_path=name_or_path, device=device, dtype=dtype))
 
 
-def write_json(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=False) + "\n")
-    return path
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`default` of io.write_json for the experiments' results: tensors become lists; anything else unknown
+    is an error (results hold numbers, not their string forms)."""
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):
@@ -85,21 +79,6 @@ def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML file of this experiment's settings (see configs/experiments/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override settings, e.g. repeats=5")
-
-
-def overrides_from(args: argparse.Namespace, **flags: str) -> list[str]:
-    """The positional key=value overrides plus one `key=value` for each given flag (flag name -> config key)."""
-    overrides = list(args.overrides)
-    for flag, key in flags.items():
-        value = getattr(args, flag, None)
-        if value:
-            overrides.append(f"{key}={value}")
-    return overrides
 
 
 def pyplot():

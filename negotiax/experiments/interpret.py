@@ -8,7 +8,6 @@ recipe). Writes one PNG per analysis and interpret.json with every number behind
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,12 +15,14 @@ from pathlib import Path
 from torch import nn
 
 from ..attach import Attachment
-from ..config import load_config
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
+from ..io import write_json
 from ..negotiation import NEGOTIATING, summarize
+from ..recipe import load_recipe
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
-from .common import add_config_arguments, overrides_from, clean, load_model, write_json
+from .common import clean, jsonable, load_model
+from .forgetting import forgetting
 from .interpret_plots import PLOTS
 from .probe import ProbeConfig, load_probes, measure
 
@@ -134,9 +135,6 @@ def _point_layers(circuit, states) -> list[int]:
 
 
 def run_forgetting(model, tokenizer, cfg: InterpretConfig) -> dict:
-    from ..recipe import load_recipe
-    from .forgetting import forgetting
-
     recipe = load_recipe(cfg.forgetting_recipe)
     probes = load_probes(cfg.data, cfg.probe)
     return forgetting(model, tokenizer, recipe, probes, cfg.probe, cfg.forgetting_steps,
@@ -169,18 +167,6 @@ def run_interpret(cfg: InterpretConfig) -> dict:
     result = clean(result)
     out = Path(cfg.output_dir)
     result["figures"] = write_figures(result, out)
-    write_json(result, out / "interpret.json")
+    write_json(out / "interpret.json", result, default=jsonable, allow_nan=False)
     log.info("wrote %s and %d figures", out / "interpret.json", len(result["figures"]))
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--circuit", help="folder of a trained circuit (overrides circuit_dir)")
-    parser.add_argument("--output-dir", help="where interpret.json and the figures go")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
-    run_interpret(load_config(InterpretConfig, args.config, overrides))
-    return 0

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..attach import Attachment
-from ..data import DataConfig, Example, benign_prompts, format_prompt, load_test_sets
+from ..data import DataConfig, Example, benign_prompts, load_test_sets
 from ..generate import generate
 from ..generate_config import GenerationConfig
 from ..metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate

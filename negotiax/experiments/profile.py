@@ -18,7 +18,6 @@ Circuits are fresh unless `circuit_dirs` names trained ones: the arithmetic, and
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import logging
 import statistics
@@ -33,9 +32,9 @@ from tqdm.auto import tqdm
 from ..attach import Attachment, attach
 from ..branched import DecodeResult, decode, eos_ids
 from ..circuit import CircuitConfig
-from ..config import load_config
+from ..io import write_json
 from ..saving import load_circuit
-from .common import add_config_arguments, overrides_from, clean, load_model, markdown_table, model_from_config, write_json
+from .common import clean, jsonable, load_model, markdown_table, model_from_config
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -283,17 +282,10 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--model-config", help="a hub config.json: profile that shape with random weights")
-    parser.add_argument("--output-dir", help="where profile.json and profile.md go")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(ProfileConfig, args.config, overrides_from(args, model_config="model_config", output_dir="output_dir"))
+def run_profile(cfg: ProfileConfig) -> Path:
+    """Profile, then write profile.json and profile.md into cfg.output_dir; returns the .md path."""
     result = clean(profile(cfg))
     out = Path(cfg.output_dir)
-    write_json(result, out / "profile.json")
+    write_json(out / "profile.json", result, default=jsonable, allow_nan=False)
     (out / "profile.md").write_text(render(result))
-    log.info("wrote %s and %s", out / "profile.json", out / "profile.md")
-    return 0
+    return out / "profile.md"

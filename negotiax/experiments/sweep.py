@@ -11,7 +11,6 @@ reference point. Output: sweep.json and sweep.png (the trade-off plane plus MC2 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,10 +20,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
-from ..config import load_config
 from ..data import DataConfig, Example
+from ..io import write_json
 from ..saving import load_circuit
-from .common import add_config_arguments, overrides_from, clean, load_model, pyplot, write_json
+from .common import clean, jsonable, load_model, pyplot
 from .probe import HIGHER_IS_BETTER, ProbeConfig, load_probes, measure
 
 log = logging.getLogger(__name__)
@@ -182,18 +181,6 @@ def run_sweep(cfg: SweepConfig) -> dict:
     result["circuit_dir"] = cfg.circuit_dir
     out = Path(cfg.output_dir)
     result["figure"] = str(plot_sweep(result, out / "sweep.png"))
-    write_json(result, out / "sweep.json")
+    write_json(out / "sweep.json", result, default=jsonable, allow_nan=False)
     log.info("wrote %s and %s", out / "sweep.json", result["figure"])
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--circuit", help="folder of a trained circuit (overrides circuit_dir)")
-    parser.add_argument("--output-dir", help="where sweep.json and sweep.png go")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
-    run_sweep(load_config(SweepConfig, args.config, overrides))
-    return 0

@@ -9,7 +9,6 @@ row whose prompt occurs in a policy training file (derived from DEFAULT_TRAIN) o
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..data.records import normalize_prompt, read_rows
 from ..data.safety import load_beavertails, load_beavertails_eval
 from ..data.sources import parse_source_rows
 from ..data.truthfulqa import load_truthfulqa, split_questions
+from ..io import read_jsonl
 
 PKU = "beavertails/pku_saferlhf"
 # The safety judge's own data: the raw PKU-SafeRLHF sample (two labelled responses per prompt) and the 140
@@ -44,18 +44,6 @@ TRUTH_FILES = {"truth": "truthfulqa/finetune_truth.jsonl", "info": "truthfulqa/f
 _QA = re.compile(r"Q: (.*?)\nA: ?(.*)\n(?:True|Helpful):$", re.S)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({err}); fix or remove the line") from err
-    return rows
-
-
 def _need(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; point --data-dir / NEGOTIAX_DATA_DIR at the shared data folder")
@@ -72,7 +60,7 @@ def load_safety_train(data_dir: Path) -> tuple[list[dict], dict]:
     the raw PKU-SafeRLHF sample, and the BeaverTails 30k_train pairs, all unsafe."""
     sample, beavertails = (_need(Path(data_dir) / f) for f in SAFETY_TRAIN_FILES)
     rows = []
-    for r in _read_jsonl(sample):
+    for r in read_jsonl(sample):
         for i in (0, 1):
             rows.append(_row(r["prompt"], r[f"response_{i}"], not r[f"is_response_{i}_safe"], sample.name))
     for ex in load_beavertails(beavertails):
@@ -115,7 +103,7 @@ def load_safety_test(data_dir: Path) -> list[dict]:
     """BeaverTails 30k_test (3,021 rows) with its 14 harm categories."""
     path = _need(Path(data_dir) / SAFETY_TEST_FILE)
     rows = []
-    for n, r in enumerate(_read_jsonl(path)):
+    for n, r in enumerate(read_jsonl(path)):
         row = _row(r["prompt"], r["response"], not r["is_safe"], path.name)
         row["category"] = r["category"]
         row["index"] = n
@@ -134,7 +122,7 @@ def load_truthfulqa_judge(data_dir: Path, kind: str) -> tuple[list[dict], dict]:
     """TruthfulQA's GPT-judge training file for `kind` (truth|info), one row per distinct (question, answer)."""
     path = _need(Path(data_dir) / TRUTH_FILES[kind])
     rows = []
-    for n, r in enumerate(_read_jsonl(path), 1):
+    for n, r in enumerate(read_jsonl(path), 1):
         question, answer = parse_qa(r["prompt"], f"{path}:{n}")
         label = r["completion"].strip().lower()
         if label not in ("yes", "no"):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.records import sha256_file
+from ..io import sha256_file
 from . import local_data as data
 from .local import TEMPLATE_OF, LocalHead, LocalJudge
 from .local_features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from pathlib import Path
+
+from ..io import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,9 @@ class MetricsLogger:
         """A resumed run recomputes the steps after its checkpoint; keep each step once."""
         if not self.path.is_file():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
+        self.path.write_text("")
+        append_jsonl(self.path, keep)
 
     def _open_reporter(self, name: str, run_dir: Path, config: dict) -> None:
         if name == "tensorboard":
@@ -54,8 +55,7 @@ class MetricsLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, [record])
         step = record.get("step", 0)
         scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k != "step"}
         if self._tb is not None:
@@ -72,5 +72,4 @@ class MetricsLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    path = Path(run_dir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(Path(run_dir) / METRICS)

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from ..cli import add_recipe_arguments
+from ..config import add_recipe_arguments
+from ..pipeline import load_system
+from ..recipe import load_recipe
+from ..serve.app import serve
+from ..serve.config import ServeConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    import os
-
-    from ..generate_cli import load_model
-    from ..recipe import load_recipe
-    from .app import serve
-    from .config import ServeConfig
-
     cfg = ServeConfig(host=args.host, port=args.port, model_name=args.model_name, api_key_env=args.api_key_env,
                       batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
                       max_tokens_cap=args.max_tokens_cap, default_max_tokens=min(256, args.max_tokens_cap),
@@ -39,6 +37,6 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--api-key-env {cfg.api_key_env}: that environment variable is unset or empty")
     recipe = load_recipe(args.config, args.overrides)
     cfg.template = recipe.generate.template
-    model, tokenizer, attachment = load_model(recipe, None if args.base_only else args.circuit)
+    model, tokenizer, attachment = load_system(recipe, None if args.base_only else args.circuit)
     serve(model, tokenizer, attachment, cfg)
     return 0

@@ -5,7 +5,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli import add_fresh_argument, add_recipe_arguments
+from ..config import add_fresh_argument, add_recipe_arguments
+from ..fingerprint import set_aside
+from ..generate import generate, meta_path
+from ..pipeline import load_system, load_tests
+from ..recipe import load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -20,40 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fresh_argument(parser, "an existing output file (and its .meta.json)")
 
 
-def test_examples(recipe, objectives: str | None, limit: int | None) -> dict:
-    from .data import load_test_sets
-
-    sets = dict(load_test_sets(recipe.data))
-    if objectives:
-        wanted = [o.strip() for o in objectives.split(",") if o.strip()]
-        unknown = set(wanted) - set(sets)
-        if unknown:
-            raise ValueError(f"--objectives: unknown {sorted(unknown)}; the recipe's test sets are {sorted(sets)}")
-        sets = {o: sets[o] for o in wanted}
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit={limit}: must be at least 1")
-        sets = {o: exs[:limit] for o, exs in sets.items()}
-    return sets
-
-
-def load_model(recipe, circuit: str | None):
-    from .backbone import load_backbone
-    from .saving import load_circuit
-
-    model, tokenizer = load_backbone(recipe.model)
-    attachment = load_circuit(circuit, model) if circuit else None
-    return model, tokenizer, attachment
-
-
 def main(args: argparse.Namespace) -> int:
-    from .fingerprint import set_aside
-    from .generate import generate, meta_path
-    from .recipe import load_recipe
-
     recipe = load_recipe(args.config, args.overrides)
-    sets = test_examples(recipe, args.objectives, args.limit)
-    model, tokenizer, attachment = load_model(recipe, args.circuit)
+    sets = load_tests(recipe, args.objectives, args.limit)
+    model, tokenizer, attachment = load_system(recipe, args.circuit)
     out = Path(args.out or Path(recipe.output_dir) / "generations.jsonl")
     if args.fresh:
         set_aside(out)

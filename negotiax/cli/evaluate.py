@@ -5,7 +5,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli import add_fresh_argument, add_recipe_arguments
+from ..config import add_fresh_argument, add_recipe_arguments
+from ..evaluate import evaluate
+from ..fingerprint import set_aside
+from ..pipeline import load_system, load_tests
+from ..recipe import load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -22,20 +26,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .fingerprint import set_aside
-    from .generate_cli import load_model, test_examples
-    from .recipe import load_recipe
-
     recipe = load_recipe(args.config, args.overrides)
     generations = Path(args.generations or Path(recipe.output_dir) / "generations.jsonl")
     if not generations.is_file():
         raise FileNotFoundError(f"generations file {generations} not found; run `negotiax generate` or pass --generations")
-    sets = test_examples(recipe, args.objectives, args.limit)
+    sets = load_tests(recipe, args.objectives, args.limit)
     need_model = {"mc", "nll"} & set(recipe.eval.metrics) and not args.no_model
     model = tokenizer = attachment = None
     if need_model:
-        model, tokenizer, attachment = load_model(recipe, args.circuit)
+        model, tokenizer, attachment = load_system(recipe, args.circuit)
     out = Path(args.out or Path(recipe.output_dir) / "eval")
     if args.fresh:
         set_aside(out)

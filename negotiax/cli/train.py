@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..cli import add_fresh_argument, add_recipe_arguments
+from ..config import add_fresh_argument, add_recipe_arguments
+from ..pipeline import train_from_recipe
 from ..recipe import load_recipe
+from ..train.trainer import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +18,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .pipeline import train_from_recipe
-    from .trainer import NonFiniteLossError
-
     recipe = load_recipe(args.config, args.overrides)
     try:
         run_dir = train_from_recipe(recipe, fresh=args.fresh)
