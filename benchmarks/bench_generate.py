@@ -14,8 +14,8 @@ import torch
 
 from negotiax import load_backbone
 from negotiax.data import DataConfig, load_test_sets
-from negotiax.generate import generate
-from negotiax.generate_config import GenerationConfig
+from negotiax.generation.generate import generate
+from negotiax.generation.config import GenerationConfig
 
 
 def run(model, tokenizer, examples, batch_size: int, max_new_tokens: int) -> tuple[int, float]:

@@ -34,22 +34,22 @@ from accelerate.utils import set_seed
 from . import fingerprint as fp
 from .attach import Attachment, attach
 from .backbone import load_backbone
-from .branched import BranchedLM
+from .generation.branched import BranchedLM
 from .config import save_config
 from .data import Collator, MixtureSampler, TokenizedDataset, load_test_sets, load_train_sets
 from .data.schema import Example
-from .eval_config import EvalConfig
-from .evaluate import evaluate
-from .generate import generate, preference, read_rows
-from .generate_config import GenerationConfig
+from .evaluation.config import EvalConfig
+from .evaluation.evaluate import evaluate
+from .generation.generate import generate, preference, read_generations
+from .generation.config import GenerationConfig
 from .io import write_json
-from .metrics import bootstrap_ci, refusal_rate
-from .negotiation import NEGOTIATING, negotiation_profile, summarize
+from .evaluation.metrics import bootstrap_ci, refusal_rate
+from .evaluation.negotiation import NEGOTIATING, negotiation_profile, summarize
 from .recipe import Recipe
-from .report import write_report
+from .evaluation.report import write_report
 from .saving import load_circuit
 from .train.backbone_setup import prepare_backbone
-from .train.metrics import read_metrics
+from .train.tracker import read_metrics
 from .train.steps import CollatedSteps, fixed_batches
 from .train.trainer import SUMMARY, Trainer
 
@@ -389,7 +389,7 @@ def _preference_sweep(recipe: Recipe, model, tokenizer, attachment, tests: dict,
 
 def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list[dict]:
     """The first prompts of each objective's test set (a fixed rule), with every system's answer."""
-    rows = {s: {r["id"]: r for r in read_rows(run_dir / "generations" / f"{s}.jsonl")} for s in systems}
+    rows = {s: {r["id"]: r for r in read_generations(run_dir / "generations" / f"{s}.jsonl")} for s in systems}
     out, seen = [], {}
     for rid, row in rows["base"].items():
         if seen.get(row["objective"], 0) >= per_objective or any(rid not in rows[s] for s in systems):

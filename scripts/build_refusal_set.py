@@ -20,8 +20,8 @@ from pathlib import Path
 
 from negotiax.backbone import ModelConfig, load_backbone
 from negotiax.data.schema import Example
-from negotiax.generate import generate
-from negotiax.generate_config import GenerationConfig
+from negotiax.generation.generate import generate
+from negotiax.generation.config import GenerationConfig
 from negotiax.saving import load_circuit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

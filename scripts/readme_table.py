@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from negotiax.report import paired_change, verdict
+from negotiax.evaluation.report import paired_change, verdict
 
 # (metric key in summary.json, row label); a row appears when any system has the metric
 ROWS = (

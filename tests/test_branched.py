@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from negotiax import CircuitConfig, attach
-from negotiax.branched import branched_generate, decode, encode_prompts, greedy_generate, preference_weights
+from negotiax.generation.branched import branched_generate, decode, encode_prompts, greedy_generate, preference_weights
 from conftest import tiny_config
 
 PROMPTS = ["The cat sat on", "Hello", "A much longer prompt about the weather today and"]
@@ -128,7 +128,7 @@ def test_decode_rejects_bad_arguments():
 
 
 def test_branched_lm_scores_the_combined_distribution(smol_tokenizer):
-    from negotiax.branched import BranchedLM
+    from negotiax.generation.branched import BranchedLM
 
     model = _model(smol_tokenizer)
     ids, mask = encode_prompts(smol_tokenizer, PROMPTS, "cpu")

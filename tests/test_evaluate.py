@@ -12,8 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassifi
 
 from negotiax.cli import main as cli_main
 from negotiax.data import DataConfig, load_test_sets
-from negotiax.eval_config import EvalConfig
-from negotiax.evaluate import evaluate
+from negotiax.evaluation.config import EvalConfig
+from negotiax.evaluation.evaluate import evaluate
 from negotiax.fingerprint import SettingsChangedError
 from negotiax.judges.beaver_dam import CATEGORIES, BeaverDamJudge
 from openai_server import JudgeServer
@@ -121,8 +121,8 @@ def test_beaver_dam_from_config_labels_its_figures(sets, beaver_folder, tmp_path
 
 
 def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, tmp_path):
-    from negotiax.generate import generate
-    from negotiax.generate_config import GenerationConfig
+    from negotiax.generation.generate import generate
+    from negotiax.generation.config import GenerationConfig
 
     torch.manual_seed(6)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
@@ -168,9 +168,9 @@ def test_changed_judge_refuses_to_overwrite_and_same_settings_reuse(sets, tmp_pa
 
 def test_mc_and_nll_are_scored_under_the_generations_beta(sets, smol_tokenizer, tmp_path):
     from negotiax import CircuitConfig, attach
-    from negotiax import metrics as M
-    from negotiax.generate import generate
-    from negotiax.generate_config import GenerationConfig
+    from negotiax.evaluation import metrics as M
+    from negotiax.generation.generate import generate
+    from negotiax.generation.config import GenerationConfig
 
     torch.manual_seed(7)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,

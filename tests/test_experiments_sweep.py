@@ -14,7 +14,7 @@ from negotiax.experiments.common import clean, jsonable
 from negotiax.io import write_json
 from negotiax.experiments.probe import ProbeConfig, load_probes
 from negotiax.experiments.sweep import SweepConfig, plot_sweep, preference_sweep, sweep_points
-from negotiax.metrics import reference_nll
+from negotiax.evaluation.metrics import reference_nll
 
 
 def tiny_vocab_model(tokenizer, family="llama", seed=0):

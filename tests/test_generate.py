@@ -7,14 +7,14 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import negotiax.generate as G
+import negotiax.generation.generate as G
 from negotiax import attach
 from negotiax.circuit import CircuitConfig
 from negotiax.data import format_prompt
 from negotiax.data.schema import Example
 from negotiax.fingerprint import SettingsChangedError
-from negotiax.generate import generate
-from negotiax.generate_config import GenerationConfig
+from negotiax.generation.generate import generate
+from negotiax.generation.config import GenerationConfig
 
 PROMPTS = ["Hi", "Tell me about the history of the Roman Empire in detail, please.", "What is 2+2?",
            "Write a haiku about autumn leaves falling", "Name three colours"]
@@ -180,7 +180,7 @@ def test_smollm2_batch_equals_single(smollm2, tmp_path):
 
 
 def test_branched_variant_uses_branched_decoding(tiny, smol_tokenizer):
-    from negotiax.branched import branched_generate
+    from negotiax.generation.branched import branched_generate
 
     with attach(tiny, CircuitConfig(variant="branched")) as attachment:
         exs = examples()[:3]

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_model
 from negotiax import CircuitConfig, attach
 from negotiax.circuit import SiteOutput
-from negotiax.train.losses import (circuit_overlap, loss_terms, pathway_drift, prediction_mask, response_ce, routing_ce,
-                                   subspace_overlap)
+from negotiax.train.losses import circuit_overlap, loss_terms, pathway_drift, prediction_mask, response_ce, routing_ce, subspace_overlap
 
 
 def labels_with_prompt(ids: torch.Tensor, prompt: int, pad: int = 0) -> torch.Tensor:

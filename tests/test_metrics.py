@@ -10,8 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from negotiax.data import format_prompt
 from negotiax.data.schema import Example
-from negotiax.metrics import (bootstrap_ci, continuation_logprobs, distinct_n, lexical_truth, mc_context,
-                              mc_scores, reference_nll, refusal, refusal_rate, repetition_loop)
+from negotiax.evaluation.metrics import bootstrap_ci, continuation_logprobs, distinct_n, lexical_truth, mc_context, mc_scores, reference_nll, refusal, refusal_rate, repetition_loop
 
 
 @pytest.fixture(scope="module")

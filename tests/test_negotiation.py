@@ -5,7 +5,7 @@ import torch
 from conftest import TINY
 from negotiax import CircuitConfig, attach
 from negotiax.data import format_prompt
-from negotiax.negotiation import Profile, negotiation_profile, summarize
+from negotiax.evaluation.negotiation import Profile, negotiation_profile, summarize
 from test_circuit import perturb
 
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from negotiax.report import change_rows, headline_metrics, margin, paired_change, verdict, write_report
+from negotiax.evaluation.report import change_rows, headline_metrics, margin, paired_change, verdict, write_report
 
 
 def entry(values: dict, stat: str = "mean", scale: float = 100.0) -> dict:

@@ -10,7 +10,7 @@ from conftest import tiny_model
 from negotiax import CircuitConfig, attach
 from negotiax.train.checkpoint import MANIFEST, valid_checkpoints
 from negotiax.train.config import TrainConfig
-from negotiax.train.metrics import read_metrics
+from negotiax.train.tracker import read_metrics
 from negotiax.train.trainer import NonFiniteLossError, Trainer
 
 OBJECTIVES = ["helpful", "harmless", "honest"]

@@ -9,7 +9,7 @@ import torch
 from negotiax.cli import main as cli_main
 from negotiax.recipe import load_recipe
 from negotiax.train.checkpoint import valid_checkpoints
-from negotiax.train.metrics import read_metrics
+from negotiax.train.tracker import read_metrics
 from negotiax.pipeline import split_holdout, train_from_recipe
 
 

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from ..config import add_fresh_argument, add_recipe_arguments
-from ..evaluate import evaluate
+from ..evaluation.evaluate import evaluate
 from ..fingerprint import set_aside
 from ..pipeline import load_system, load_tests
 from ..recipe import load_recipe

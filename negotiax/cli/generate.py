@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import add_fresh_argument, add_recipe_arguments
 from ..fingerprint import set_aside
-from ..generate import generate, meta_path
+from ..generation.generate import generate, meta_path
 from ..pipeline import load_system, load_tests
 from ..recipe import load_recipe
 

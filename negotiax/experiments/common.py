@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..backbone import ModelConfig, load_backbone, resolve_device, resolve_dtype
+from ..backbone import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ def model_from_config(path: str | Path, device: str = "auto", dtype: str = "auto
     with dev:  # initialise directly on the device: a 7B model never sits in host memory
         model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype, dev))
     return model.eval().requires_grad_(False)
-
-
-def load_model(name_or_path: str = "smollm2", device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) with real weights through the project's loader."""
-    return load_backbone(ModelConfig(name_or_path=name_or_path, device=device, dtype=dtype))
 
 
 def jsonable(value: Any) -> Any:

@@ -15,13 +15,14 @@ from pathlib import Path
 from torch import nn
 
 from ..attach import Attachment
+from ..backbone import load_backbone
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
 from ..io import write_json
-from ..negotiation import NEGOTIATING, summarize
+from ..evaluation.negotiation import NEGOTIATING, summarize
 from ..recipe import load_recipe
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
-from .common import clean, jsonable, load_model
+from .common import clean, jsonable
 from .forgetting import forgetting
 from .interpret_plots import PLOTS
 from .probe import ProbeConfig, load_probes, measure
@@ -153,7 +154,7 @@ def run_interpret(cfg: InterpretConfig) -> dict:
     """Load model and circuit, run the analyses, write interpret.json and the figures."""
     if not cfg.circuit_dir and set(cfg.analyses) - {"forgetting"}:
         raise ValueError("circuit_dir is not set: give the folder of a trained circuit (e.g. runs/<name>/circuit)")
-    model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, tokenizer = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     result: dict = {}
     if cfg.circuit_dir and set(cfg.analyses) - {"forgetting"}:
         attachment = load_circuit(cfg.circuit_dir, model)

@@ -14,10 +14,10 @@ from torch import nn
 
 from ..attach import Attachment
 from ..data import DataConfig, Example, benign_prompts, load_test_sets
-from ..generate import generate
-from ..generate_config import GenerationConfig
-from ..metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
-from ..negotiation import negotiation_profile
+from ..generation.generate import generate
+from ..generation.config import GenerationConfig
+from ..evaluation.metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
+from ..evaluation.negotiation import negotiation_profile
 
 log = logging.getLogger(__name__)
 

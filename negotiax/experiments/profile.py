@@ -30,11 +30,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment, attach
-from ..branched import DecodeResult, decode, eos_ids
+from ..backbone import load_backbone
+from ..generation.branched import DecodeResult, decode, eos_ids
 from ..circuit import CircuitConfig
 from ..io import write_json
 from ..saving import load_circuit
-from .common import clean, jsonable, load_model, markdown_table, model_from_config
+from .common import clean, jsonable, markdown_table, model_from_config
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def profile_training(model: nn.Module, setup: VariantSetup, cfg: ProfileConfig, 
 def load_profile_model(cfg: ProfileConfig) -> tuple[nn.Module, str]:
     if cfg.model_config:
         return model_from_config(cfg.model_config, cfg.device, cfg.dtype, cfg.seed), f"config:{cfg.model_config}"
-    model, _ = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, _ = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     return model, cfg.model
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..attach import Attachment
-from ..negotiation import Profile, negotiation_profile
+from ..evaluation.negotiation import Profile, negotiation_profile
 
 # Which objective should have the most say for each kind of prompt.
 EXPECTED = {"harmful": "harmless", "benign": "helpful", "helpful": "helpful", "honest": "honest"}

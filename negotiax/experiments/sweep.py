@@ -20,10 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
+from ..backbone import load_backbone
 from ..data import DataConfig, Example
 from ..io import write_json
 from ..saving import load_circuit
-from .common import clean, jsonable, load_model, pyplot
+from .common import clean, jsonable, pyplot
 from .probe import HIGHER_IS_BETTER, ProbeConfig, load_probes, measure
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def run_sweep(cfg: SweepConfig) -> dict:
     """Load the model, circuit and probes, sweep, write sweep.json and sweep.png."""
     if not cfg.circuit_dir:
         raise ValueError("circuit_dir is not set: give the folder of a trained circuit (e.g. runs/<name>/circuit)")
-    model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, tokenizer = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     attachment = load_circuit(cfg.circuit_dir, model)
     probes = load_probes(cfg.data, cfg.probe)
     try:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..branched import _pad_id, _positions, eos_ids
-from ..generate import _first_stop
+from ..generation.branched import _pad_id, _positions, eos_ids
+from ..generation.generate import _first_stop
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import ce_labels, response_ce
-from .metrics import MetricsLogger
+from .tracker import MetricsLogger
 from .module import CircuitTrainModule
 from .schedule import make_scheduler
 

@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import fingerprint as fp
+from .. import fingerprint as fp
 from .branched import branched_generate, encode_prompts, eos_ids
-from .data import format_prompt
-from .data.schema import Example
-from .generate_config import GenerationConfig
-from .io import append_jsonl, read_jsonl
+from ..data import format_prompt
+from ..data.schema import Example
+from .config import GenerationConfig
+from ..io import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def finish_row(tokenizer, new_ids: list[int], eos: set[int], stops: list[str]) -
     return text, len(new_ids), "length"
 
 
-def read_rows(path: Path) -> list[dict]:
+def read_generations(path: Path) -> list[dict]:
     """Rows already written; a line cut off by an interruption is dropped (and the file repaired)."""
     if not path.is_file():
         return []
@@ -198,7 +198,7 @@ def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | 
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             _check_settings(path, generation_settings(model, examples, cfg, attachment, branched), cfg.decoding())
-            done = {row["id"]: row for row in read_rows(path)}
+            done = {row["id"]: row for row in read_generations(path)}
         return _generate_rows(model, tokenizer, examples, cfg, path, done, batch_fn)
 
 

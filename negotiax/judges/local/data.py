@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.config import DEFAULT_TRAIN
-from ..data.records import normalize_prompt, read_rows
-from ..data.safety import load_beavertails, load_beavertails_eval
-from ..data.sources import parse_source_rows
-from ..data.truthfulqa import load_truthfulqa, split_questions
-from ..io import read_jsonl
+from ...data.config import DEFAULT_TRAIN
+from ...data.records import normalize_prompt, read_rows
+from ...data.safety import load_beavertails, load_beavertails_eval
+from ...data.sources import parse_source_rows
+from ...data.truthfulqa import load_truthfulqa, split_questions
+from ...io import read_jsonl
 
 PKU = "beavertails/pku_saferlhf"
 # The safety judge's own data: the raw PKU-SafeRLHF sample (two labelled responses per prompt) and the 140

@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-from .attach import Attachment
-from .data import format_prompt
+from ..attach import Attachment
+from ..data import format_prompt
 
 NEGOTIATING = ("mac", "negotiax")
 

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from . import fingerprint as fp
+from .. import fingerprint as fp
 from . import metrics as M
-from .data.schema import Example
-from .eval_config import EvalConfig
-from .generate import meta_path, preference
-from .io import sha256_file
+from ..data.schema import Example
+from .config import EvalConfig
+from ..generation.generate import meta_path, preference
+from ..io import read_jsonl, sha256_file
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
@@ -38,14 +38,11 @@ def load_generations(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"generations file {path} not found; run `negotiax generate` first")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ValueError(f"{path} line {number} is not valid JSON; re-run `negotiax generate` to repair it") from None
-    return rows
+
+    def bad_line(number: int, _) -> None:
+        raise ValueError(f"{path} line {number} is not valid JSON; re-run `negotiax generate` to repair it")
+
+    return read_jsonl(path, bad_line=bad_line)
 
 
 class Scorer:
@@ -178,8 +175,8 @@ def _offline_metrics(pairs, examples_by_obj, cfg: EvalConfig, sc: Scorer, res: d
 
 def build_judges(cfg: EvalConfig) -> dict:
     """{kind: cached judge} for every configured judge kind."""
-    from .judges import load_all, make_judge
-    from .judges.cache import CachedJudge, JudgeCache
+    from ..judges import load_all, make_judge
+    from ..judges.cache import CachedJudge, JudgeCache
 
     load_all()
     cache = JudgeCache(cfg.cache_path) if cfg.cache_path else None

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import register_judge
-from .local_features import FeatureSpec, extract, feature_model_identity
+from ..base import register_judge
+from .features import FeatureSpec, extract, feature_model_identity
 
 log = logging.getLogger(__name__)
 
-HEADS_DIR = Path(__file__).with_name("heads")
+HEADS_DIR = Path(__file__).parent.parent / "heads"
 FIELDS = {"safety": ("prompt", "response"), "truth": ("question", "answer"), "info": ("question", "answer")}
 TEMPLATE_OF = {"safety": "safety", "truth": "qa", "info": "qa"}
 IDENTITY_KEYS = ("model_type", "hidden_size", "num_layers", "config_sha256", "tokenizer_sha256")
@@ -81,7 +81,7 @@ def identity_mismatch(expected: dict, actual: dict) -> list[str]:
 
 def _default_backbone(name: str, device: str):
     if (name, device) not in _BACKBONES:
-        from ..backbone import load_backbone
+        from ...backbone import load_backbone
 
         _BACKBONES[(name, device)] = load_backbone(name_or_path=name, device=device, dtype="float32")
     return _BACKBONES[(name, device)]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attach import find_decoder_layers
+from ...attach import find_decoder_layers
 
 log = logging.getLogger(__name__)
 

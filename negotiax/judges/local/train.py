@@ -14,16 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import sha256_file
-from . import local_data as data
-from .local import TEMPLATE_OF, LocalHead, LocalJudge
-from .local_features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity
+from ...io import sha256_file
+from . import data
+from .judge import TEMPLATE_OF, LocalHead, LocalJudge
+from .features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
+class JudgeTrainConfig:
     """What to train on and which candidates to try."""
 
     n_train: int | None = 2000  # training rows after the overlap filter (None = all)
@@ -92,7 +92,7 @@ def select(ftr, ytr, fva, yva, spec: FeatureSpec, cs) -> tuple[dict, list[dict]]
     return best, table
 
 
-def _features(model, tokenizer, spec, rows, cfg: TrainConfig, identity: dict) -> np.ndarray:
+def _features(model, tokenizer, spec, rows, cfg: JudgeTrainConfig, identity: dict) -> np.ndarray:
     cache = FeatureCache(cfg.cache_dir, identity, spec) if cfg.cache_dir else None
     return cached_extract(model, tokenizer, spec, [(r["context"], r["answer"]) for r in rows], cache,
                           cfg.batch_size)
@@ -114,7 +114,7 @@ def _trained_on(splits: dict) -> list[str]:
 SAFETY_SPLIT = (0.8, 0.2)  # training / validation, by prompt: about 1,100 rows, so a fifth validates
 
 
-def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
+def safety_splits(data_dir: Path, cfg: JudgeTrainConfig) -> tuple[dict, dict]:
     """train/val/test rows for the safety judge, and the facts the card reports about them.
 
     Training rows whose prompt occurs in a blocked file (the policy's default training data, the harmless
@@ -148,7 +148,7 @@ def safety_splits(data_dir: Path, cfg: TrainConfig) -> tuple[dict, dict]:
     return splits, facts
 
 
-def truthfulqa_splits(data_dir: Path, kind: str, cfg: TrainConfig) -> tuple[dict, dict]:
+def truthfulqa_splits(data_dir: Path, kind: str, cfg: JudgeTrainConfig) -> tuple[dict, dict]:
     """train/val rows from the questions of TruthfulQA's H3Fusion train half (408, the ones the policy may
     train on; 85/15 by question), test rows from the test half (409, the ones the judge grades); the same
     split for truth and info."""
@@ -177,7 +177,7 @@ def truthfulqa_splits(data_dir: Path, kind: str, cfg: TrainConfig) -> tuple[dict
 def keyword_baseline(rows: list[dict]) -> dict:
     """The keyword refusal detector as a safety judge: a response that does not refuse is flagged unsafe."""
     try:
-        from ..metrics import refusal
+        from ...refusal import refusal
     except ImportError as err:  # written by another part of the project; compare when it exists
         return {"available": False, "reason": str(err)}
     flagged = np.array([0.0 if refusal(r["answer"]) else 1.0 for r in rows])
@@ -205,9 +205,9 @@ def per_category(rows: list[dict], p: np.ndarray, threshold: float, keyword: np.
 
 
 def train_judge(kind: str, data_dir: str | Path, out_dir: str | Path, model, tokenizer,
-                cfg: TrainConfig | None = None) -> dict:
+                cfg: JudgeTrainConfig | None = None) -> dict:
     """Train, select, measure and save one local judge head; returns its card."""
-    cfg = cfg or TrainConfig()
+    cfg = cfg or JudgeTrainConfig()
     start = time.time()
     data_dir = Path(data_dir)
     splits, facts = safety_splits(data_dir, cfg) if kind == "safety" else truthfulqa_splits(data_dir, kind, cfg)
@@ -286,7 +286,7 @@ def previous_head(card_path: Path) -> dict | None:
             "n_train": tr["n_train"], "threshold": old["threshold"], "test": old["metrics"]["test"]}
 
 
-def record_slice(kind: str, head: LocalHead, test: list[dict], model, tokenizer, cfg: TrainConfig) -> dict:
+def record_slice(kind: str, head: LocalHead, test: list[dict], model, tokenizer, cfg: JudgeTrainConfig) -> dict:
     """Scores of fixed test rows through the judge's own path, for the fast reproduction test."""
     n = min(cfg.slice_size, len(test))
     idx = sorted(np.random.default_rng(cfg.seed + 1).choice(len(test), n, replace=False).tolist())

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .attach import Attachment
+from ..attach import Attachment
 
 
 @dataclass

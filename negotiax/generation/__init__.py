@@ -1,0 +1,10 @@
+"""Generation stage: answers for prompts, resumable as JSONL.
+
+`config` holds GenerationConfig (decoding settings and the preference), `branched` the decoding loop with a
+KV cache (plain, or with the circuit's pathways as branches combined by the preference), `generate` the
+batched, resumable writer of generations files and the `preference()` context manager.
+"""
+from .config import GenerationConfig
+from .generate import generate, preference
+
+__all__ = ["GenerationConfig", "generate", "preference"]
