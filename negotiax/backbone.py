@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +118,16 @@ def default_model_path(cache_dir: str | None = None) -> Path:
     # a half-converted folder never looks finished
     replace_dir(folder, write, tmp=folder.with_name(folder.name + ".tmp"))
     return folder
+
+
+@contextmanager
+def padding_side(tokenizer, side: str):
+    """The tokenizer pads on `side` ("left" or "right") inside the block, and as before after it."""
+    previous, tokenizer.padding_side = tokenizer.padding_side, side
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = previous
 
 
 def load_tokenizer(cfg: ModelConfig):

@@ -2,7 +2,8 @@
 
 `atomic_write` / `write_json` write a sibling `.tmp` file and rename it over the target; `replace_dir`
 does the same for a folder. `read_jsonl` / `append_jsonl` are the project's only JSONL reader and writer;
-`sha256_file` hashes data files for the records that name them.
+`sha256_file` hashes data files for the records that name them. Markdown tables and figures are written
+through `markdown_table` and `save_figure` (with `pyplot`, matplotlib on the headless backend).
 """
 from __future__ import annotations
 
@@ -83,3 +84,30 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of already formatted cells (no trailing newline)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib.pyplot with the headless Agg backend (matplotlib is an optional dependency: the eval extra)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay the figure out, write it as an image (folders created), and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path

@@ -32,7 +32,7 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from . import fingerprint as fp
-from .attach import Attachment, attach
+from .attach import Attachment, attach, preference
 from .backbone import load_backbone
 from .generation.branched import BranchedLM
 from .config import save_config
@@ -40,11 +40,11 @@ from .data import Collator, MixtureSampler, TokenizedDataset, load_test_sets, lo
 from .data.schema import Example
 from .evaluation.config import EvalConfig
 from .evaluation.evaluate import evaluate
-from .generation.generate import generate, preference, read_generations
+from .generation.generate import generate, read_generations
 from .generation.config import GenerationConfig
 from .io import write_json
 from .evaluation.metrics import bootstrap_ci, refusal_rate
-from .evaluation.negotiation import NEGOTIATING, negotiation_profile, summarize
+from .evaluation.negotiation import profiles_by_group, summarize
 from .recipe import Recipe
 from .evaluation.report import write_report
 from .saving import load_circuit
@@ -95,7 +95,7 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
 
     fresh: first rename an existing output_dir to <output_dir>.old-<timestamp> (see fingerprint.set_aside)."""
     run_dir = Path(recipe.output_dir)
-    if recipe.circuit.variant == "base" and not recipe.train.lora:
+    if not recipe.circuit.has_circuit and not recipe.train.lora:
         log.info("circuit.variant=base: the backbone runs alone, so there is nothing to train")
         return run_dir
     state = PartialState()  # under `accelerate launch`, only the main process renames and writes records
@@ -115,7 +115,7 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     model, tokenizer = load_backbone(recipe.model)
     model = prepare_backbone(model, recipe.train)
     # circuit.variant=base with train.lora: no circuit, LoRA alone (the sft-lora baseline).
-    attachment = attach(model, recipe.circuit) if recipe.circuit.variant != "base" else None  # after seeding
+    attachment = attach(model, recipe.circuit) if recipe.circuit.has_circuit else None  # after seeding
     objectives = list(recipe.circuit.objectives)
     source, eval_batches = build_data(recipe, tokenizer, objectives)
     trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
@@ -249,7 +249,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     recipe.output_dir; returns the report path.
 
     fresh: rename an existing output_dir to <output_dir>.old-<timestamp> first, and start over."""
-    if recipe.circuit.variant in ("base", "branched"):
+    if not recipe.circuit.has_circuit or recipe.circuit.decodes_by_branch:
         raise ValueError(f"circuit.variant={recipe.circuit.variant}: `negotiax run` compares a trained circuit "
                          "with the base model; use `negotiax ablate` for base-only or branched runs")
     started = time.time()
@@ -296,16 +296,15 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
 
     log.info("stage 4/4: report")
     alpha = {}
-    if recipe.circuit.variant in NEGOTIATING:
+    if recipe.circuit.has_negotiation:
         # alpha under the preference the answers were generated with, on the circuit's own answers.
         outputs = {r["id"]: r["output"] for r in rows}
-        profiles = {}
+        answered = {PROMPT_GROUPS.get(o, o): [ex for ex in exs if ex.id in outputs] for o, exs in tests.items()}
         with preference(attachment, recipe.generate.preference):
-            for objective, exs in tests.items():
-                exs = [ex for ex in exs if ex.id in outputs]
-                profiles[PROMPT_GROUPS.get(objective, objective)] = negotiation_profile(
-                    model, tokenizer, attachment, [ex.prompt for ex in exs], [outputs[ex.id] for ex in exs],
-                    recipe.generate.template, recipe.eval.batch_size)
+            profiles = profiles_by_group(model, tokenizer, attachment,
+                                         {g: [ex.prompt for ex in exs] for g, exs in answered.items()},
+                                         {g: [outputs[ex.id] for ex in exs] for g, exs in answered.items()},
+                                         recipe.generate.template, recipe.eval.batch_size)
         expected = {PROMPT_GROUPS.get(o, o): o for o in tests}
         alpha = summarize(profiles, expected, attachment.circuit.objectives)
         write_json(run_dir / "negotiation.json", alpha)

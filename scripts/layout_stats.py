@@ -1,5 +1,6 @@
 """Numbers on the package layout (stdlib `ast` only): modules, the longest function, in-function imports,
-and import cycles between negotiax modules.
+and import cycles between negotiax modules. tests/test_layout.py checks the layering rules with the same
+import graph.
 
     python scripts/layout_stats.py [package_dir]   # default: negotiax/ next to this script's folder
 """
@@ -8,6 +9,16 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+PACKAGE = Path(__file__).resolve().parent.parent / "negotiax"
+
+
+class Import(NamedTuple):
+    module: str  # the importing module, e.g. negotiax.pipeline
+    target: str  # a negotiax module (negotiax.train.trainer) or, outside the package, the full dotted name
+    top_level: bool  # at module level (also inside a module-level if/try), not inside a function or class
+    line: int
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -17,51 +28,69 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
-    """The absolute module an `from ... import` names (relative levels resolved against `module`)."""
+def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module a `from ... import` names (relative levels resolved against `module`)."""
     if node.level == 0:
         return node.module or ""
-    base = module.split(".")
-    base = base if is_package else base[:-1]
+    base = module.split(".") if is_package else module.split(".")[:-1]
     base = base[: len(base) - (node.level - 1)]
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def imports(tree: ast.Module, module: str, is_package: bool, known: set[str]) -> list[tuple[str, bool]]:
-    """(imported negotiax module, at module level?) for every import in the file; `from pkg import mod`
-    counts as importing pkg.mod when that is a module."""
-    top_level = {id(n) for n in tree.body} | {id(n) for n in ast.walk(tree)
-                                              if isinstance(n, (ast.Import, ast.ImportFrom)) and _in_top_guard(tree, n)}
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            target = resolve(node, module, is_package)
-            names = [f"{target}.{a.name}" if f"{target}.{a.name}" in known else target for a in node.names]
-        else:
-            continue
-        out += [(name, id(node) in top_level) for name in names]
+def _module_level(tree: ast.Module) -> set[int]:
+    """ids of the import nodes at module level, counting those inside module-level `if` / `try` blocks."""
+    out = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            out.add(id(stmt))
+        elif isinstance(stmt, (ast.If, ast.Try)):
+            out |= {id(n) for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
     return out
 
 
-def _in_top_guard(tree: ast.Module, target: ast.AST) -> bool:
-    """Imports inside a module-level `if`/`try` (e.g. TYPE_CHECKING, optional deps) are module-level."""
-    for stmt in tree.body:
-        if isinstance(stmt, (ast.If, ast.Try)) and any(n is target for n in ast.walk(stmt)):
-            return True
-    return False
+def _known_module(name: str, known: set[str]) -> str:
+    """`negotiax.x.func` -> negotiax.x: the longest prefix that is a module of the package."""
+    while name and name not in known:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def imports(root: Path = PACKAGE) -> list[Import]:
+    """Every import statement of every module under `root`, one row per imported name."""
+    files = sorted(root.rglob("*.py"))
+    known = {module_name(f, root) for f in files}
+    out = []
+    for f in files:
+        mod = module_name(f, root)
+        tree = ast.parse(f.read_text(), str(f))
+        top = _module_level(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = _resolve(node, mod, f.name == "__init__.py")
+                names = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+            else:
+                continue
+            for name in names:
+                inside = _known_module(name, known)
+                out.append(Import(mod, inside or name, id(node) in top, node.lineno))
+    return out
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Strongly connected components with more than one module (Tarjan)."""
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
+    """The strongly connected components with more than one node (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
 
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
-        for w in graph.get(v, ()):
+        for w in sorted(graph.get(v, ())):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -78,60 +107,49 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
             if len(comp) > 1:
                 out.append(sorted(comp))
 
-    sys.setrecursionlimit(10000)
     for v in sorted(graph):
         if v not in index:
             visit(v)
     return out
 
 
-def stats(root: Path) -> dict:
-    files = sorted(root.rglob("*.py"))
-    known = {module_name(f, root) for f in files}
-    graph: dict[str, set[str]] = {}  # module-level imports only
-    full: dict[str, set[str]] = {}  # in-function imports too
-    longest = ("", 0)
-    inner = 0
-    for f in files:
-        mod = module_name(f, root)
-        tree = ast.parse(f.read_text(), str(f))
-        edges, all_edges = set(), set()
-        for name, top in imports(tree, mod, f.name == "__init__.py", known):
-            if not top:
-                inner += 1
-            while name and name not in known:  # `negotiax.x.func` -> negotiax.x
-                name = name.rpartition(".")[0]
-            if name and name != mod:
-                all_edges.add(name)
-                if top:
-                    edges.add(name)
-        graph[mod], full[mod] = edges, all_edges
-        for node in ast.walk(tree):
+def graphs(rows: list[Import], package: str = "negotiax") -> dict[str, dict[str, set[str]]]:
+    """Import graphs between the package's modules: module-level imports only, all imports, and all imports
+    between the top-level modules / subpackages (negotiax.<first part>; the package's own __init__ aside)."""
+    inside = [r for r in rows if r.target.split(".")[0] == package and r.target != r.module]
+    top: dict[str, set[str]] = {}
+    full: dict[str, set[str]] = {}
+    packages: dict[str, set[str]] = {}
+    for r in inside:
+        full.setdefault(r.module, set()).add(r.target)
+        if r.top_level:
+            top.setdefault(r.module, set()).add(r.target)
+        src, dst = (".".join(m.split(".")[:2]) for m in (r.module, r.target))
+        if src != dst and package not in (src, dst):
+            packages.setdefault(src, set()).add(dst)
+    return {"module-level imports": top, "all imports": full, "top-level modules and subpackages": packages}
+
+
+def function_lengths(root: Path = PACKAGE) -> list[tuple[int, str]]:
+    """(lines, module.function) for every function and method, longest first."""
+    out = []
+    for f in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(), str(f))):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                length = node.end_lineno - node.lineno + 1
-                if length > longest[1]:
-                    longest = (f"{mod}.{node.name}", length)
-    top = root.name
-    packages = {}  # negotiax.<first part>: the top-level module or subpackage
-    for mod, targets in full.items():
-        src = ".".join(mod.split(".")[:2])
-        packages.setdefault(src, set()).update(".".join(t.split(".")[:2]) for t in targets
-                                               if t != top and ".".join(t.split(".")[:2]) != src)
-    return {"modules": len(files), "longest_function": longest, "in_function_imports": inner,
-            "cycles": cycles(graph), "cycles_with_function_imports": cycles(full),
-            "package_cycles": cycles(packages)}
+                out.append((node.end_lineno - node.lineno + 1, f"{module_name(f, root)}.{node.name}"))
+    return sorted(out, reverse=True)
 
 
 def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "negotiax"
-    s = stats(root)
-    print(f"modules: {s['modules']}")
-    print(f"longest function: {s['longest_function'][0]} ({s['longest_function'][1]} lines)")
-    print(f"in-function imports: {s['in_function_imports']}")
-    for key, what in (("cycles", "import cycles (module-level imports)"),
-                      ("cycles_with_function_imports", "import cycles (counting in-function imports)"),
-                      ("package_cycles", "import cycles between top-level modules/subpackages")):
-        print(f"{what}: {len(s[key])}" + "".join(f"\n  {' <-> '.join(c)}" for c in s[key]))
+    root = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else PACKAGE
+    rows = imports(root)
+    length, name = function_lengths(root)[0]
+    print(f"modules: {len(list(root.rglob('*.py')))}")
+    print(f"longest function: {name} ({length} lines)")
+    print(f"in-function imports: {sum(not r.top_level for r in rows)}")
+    for what, graph in graphs(rows, root.name).items():
+        found = cycles(graph)
+        print(f"import cycles ({what}): {len(found)}" + "".join(f"\n  {' <-> '.join(c)}" for c in found))
 
 
 if __name__ == "__main__":

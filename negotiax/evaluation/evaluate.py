@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 
 from .. import fingerprint as fp
+from ..attach import preference
 from . import metrics as M
 from ..data.schema import Example
 from .config import EvalConfig
-from ..generation.generate import meta_path, preference
-from ..io import read_jsonl, sha256_file
+from ..generation.generate import meta_path
+from ..io import markdown_table, read_jsonl, sha256_file
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
@@ -313,12 +314,10 @@ def write_reports(results: dict, out_dir: Path) -> None:
         w.writerow(cols)
         for name, m in results["metrics"].items():
             w.writerow([name] + [m.get(c) for c in cols[1:]])
-    lines = ["# NegotiaX evaluation", "", f"created {results['created']}", "",
-             f"| metric | value | {int(results['config']['ci_level'] * 100)}% CI | n | missing | unit | judge |",
-             "|---|---|---|---|---|---|---|"]
-    for name, m in results["metrics"].items():
-        lines.append(f"| {name} | {_fmt(m['value'])} | [{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}] | {m['n']} | "
-                     f"{m['missing']} | {m['unit']} | {m['judge']} |")
+    header = ["metric", "value", f"{int(results['config']['ci_level'] * 100)}% CI", "n", "missing", "unit", "judge"]
+    rows = [[name, _fmt(m["value"]), f"[{_fmt(m['ci_low'])}, {_fmt(m['ci_high'])}]", str(m["n"]), str(m["missing"]),
+             str(m["unit"]), str(m["judge"])] for name, m in results["metrics"].items()]
+    lines = ["# NegotiaX evaluation", "", f"created {results['created']}", "", markdown_table(header, rows)]
     lines += ["", "Judges: " + (", ".join(f"{k} = `{v['name']}`" for k, v in results["judges"].items()) or "none"),
               "", f"Decoding: `{json.dumps(results.get('decoding'))}`", "", "Data files:"]
     lines += [f"- `{d['path']}` sha256 `{d['sha256']}`" for d in results["data_files"]]

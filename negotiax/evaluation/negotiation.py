@@ -16,8 +16,6 @@ import torch
 from ..attach import Attachment
 from ..data import format_prompt
 
-NEGOTIATING = ("mac", "negotiax")
-
 
 class Profile(NamedTuple):
     """Per-prompt negotiation weights, each (n_prompts, N)."""
@@ -53,7 +51,7 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
                         answers: list[str] | None = None, template: str = "auto",
                         batch_size: int = 16) -> Profile:
     """α at the decision position, over the user's prompt tokens and over the answer tokens, per prompt."""
-    if attachment.circuit.cfg.variant not in NEGOTIATING:
+    if not attachment.circuit.cfg.has_negotiation:
         raise ValueError(f"variant {attachment.circuit.cfg.variant!r} has no negotiation weights to read")
     if answers is not None and len(answers) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
@@ -75,6 +73,15 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
             if answers is not None:
                 answer.append(alpha[row, list(a)].mean(0) if len(a) else torch.full_like(alpha[row, d], float("nan")))
     return Profile(torch.stack(decision), torch.stack(user), torch.stack(answer) if answers is not None else None)
+
+
+def profiles_by_group(model, tokenizer, attachment: Attachment, groups: dict[str, list[str]],
+                      answers: dict[str, list[str]] | None = None, template: str = "auto",
+                      batch_size: int = 16) -> dict[str, Profile]:
+    """{group: per-prompt readings} for each non-empty group of raw (unformatted) prompts, over each group's
+    answers when `answers` has them."""
+    return {g: negotiation_profile(model, tokenizer, attachment, prompts, (answers or {}).get(g), template, batch_size)
+            for g, prompts in groups.items() if prompts}
 
 
 def summarize(profiles: dict[str, Profile], expected: dict[str, str], objectives: list[str]) -> dict:

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..io import markdown_table, pyplot, save_figure
+
 Metric = dict[str, Any]
 
 # The headline: one row per objective, with the first of its metrics that the systems have; True when
@@ -180,32 +182,10 @@ def metric_rows(systems: dict[str, dict[str, Metric]]) -> list[list[str]]:
     return rows
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | None:
@@ -216,7 +196,7 @@ def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | No
              and all(isinstance(s.get(n, {}).get("value"), (int, float)) for s in systems.values())]
     if not names:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(min(14, max(6, 0.9 * len(names) * len(systems))), 4))
     width = 0.8 / len(systems)
     for j, (system, metrics) in enumerate(systems.items()):
@@ -229,7 +209,7 @@ def plot_metrics(systems: dict[str, dict[str, Metric]], path: Path) -> Path | No
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_title("Offline and judge metrics (95% bootstrap intervals)")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training(rows: list[dict], path: Path) -> Path | None:
@@ -244,7 +224,7 @@ def plot_training(rows: list[dict], path: Path) -> Path | None:
                 ys.append(value)
     if not series:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, (xs, ys) in sorted(series.items()):
         ax.plot(xs, ys, label=name)
@@ -252,14 +232,14 @@ def plot_training(rows: list[dict], path: Path) -> Path | None:
     ax.set_ylabel("response cross-entropy")
     ax.set_title("Training curves per objective")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_negotiation(alpha: dict[str, dict[str, float]], path: Path) -> Path | None:
     """Heatmap: prompt type (rows) x objective (columns), mean negotiation weight."""
     if not alpha:
         return None
-    plt = _plt()
+    plt = pyplot()
     types = list(alpha)
     objectives = list(next(iter(alpha.values())))
     grid = [[alpha[t][o] for o in objectives] for t in types]
@@ -274,7 +254,7 @@ def plot_negotiation(alpha: dict[str, dict[str, float]], path: Path) -> Path | N
     ax.set_ylabel("prompt type")
     ax.set_title("Mean negotiation weight α")
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _data_uri(path: Path) -> str:

@@ -20,11 +20,11 @@ from safetensors import safe_open
 
 from ..backbone import load_backbone
 from ..data import load_test_sets
-from ..io import write_json
+from ..io import markdown_table, pyplot, save_figure, write_json
 from ..pipeline import evaluate_system, sft_lora_recipe, train_from_recipe, train_summary, with_lora
 from ..recipe import Recipe, load_recipe
 from ..saving import load_circuit
-from .common import clean, jsonable, markdown_table, pyplot, write_csv
+from .common import cells, clean, jsonable, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +209,9 @@ def write_outputs(result: dict, out: Path) -> None:
              "train tok/s": _rate(e.get("train_tokens_per_s")),
              **{m: _cell(e["metrics"].get(m)) for m in metrics}} for e in result["entries"]]
     out.mkdir(parents=True, exist_ok=True)
+    columns = ["entry", "what", "params", "train tok/s", *metrics]
     (out / "ablation.md").write_text("# Ablation\n\nEach cell: value [95% bootstrap interval] (n).\n\n"
-                                     + markdown_table(rows, ["entry", "what", "params", "train tok/s", *metrics]))
+                                     + markdown_table(columns, cells(rows, columns)) + "\n")
     flat = []
     for e in result["entries"]:
         row = {"entry": e["name"], "params": e["params"], "train_tokens_per_s": e.get("train_tokens_per_s")}
@@ -245,8 +246,4 @@ def plot_ablation(result: dict, path: Path) -> Path:
         ax.set_title(m, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle("variants and ablations (95% bootstrap intervals)", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -60,11 +60,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
-    headers = headers or columns
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+def cells(rows: list[dict], columns: list[str]) -> list[list[str]]:
+    """The rows' values in `columns`, formatted for io.markdown_table."""
+    return [[fmt(r.get(c)) for c in columns] for r in rows]
 
 
 def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
@@ -76,11 +74,3 @@ def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
     return path
 
 
-def pyplot():
-    """matplotlib with the headless Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -47,7 +47,7 @@ def _scores(model, tokenizer, probes, probe_cfg, attachment, objectives) -> dict
 def forgetting(model: nn.Module, tokenizer, recipe: Recipe, probes: dict[str, list[Example]],
                probe_cfg: ProbeConfig, steps: int, out_dir: str | Path) -> dict:
     """Train jointly and sequentially from the same start; metrics of every objective after each."""
-    if recipe.circuit.variant == "base":
+    if not recipe.circuit.has_circuit:
         raise ValueError("forgetting needs a trainable circuit; circuit.variant is 'base'")
     out_dir = Path(out_dir)
     objectives = list(recipe.circuit.objectives)

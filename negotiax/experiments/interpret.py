@@ -14,11 +14,11 @@ from pathlib import Path
 
 from torch import nn
 
-from ..attach import Attachment
+from ..attach import Attachment, preference
 from ..backbone import load_backbone
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
 from ..io import write_json
-from ..evaluation.negotiation import NEGOTIATING, summarize
+from ..evaluation.negotiation import profiles_by_group, summarize
 from ..recipe import load_recipe
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
@@ -79,22 +79,17 @@ def interventions(model: nn.Module, tokenizer, attachment: Attachment, probes, c
     circuit = attachment.circuit
     saved = circuit.preference()
     out = {}
-    try:
-        for muted in [None, *circuit.objectives]:
-            circuit.set_preference(saved)
-            if muted:
-                circuit.mute(muted)
+    for muted in [None, *circuit.objectives]:
+        with preference(attachment, {**saved, muted: float("-inf")} if muted else saved):
             out[muted or "none"] = measure(model, tokenizer, probes, cfg, attachment)
-            log.info("mute %s: %s", muted or "none", {k: v["value"] for k, v in out[muted or "none"]["metrics"].items()})
-    finally:
-        circuit.set_preference(saved)
+        log.info("mute %s: %s", muted or "none", {k: v["value"] for k, v in out[muted or "none"]["metrics"].items()})
     return out
 
 
 def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: InterpretConfig) -> dict:
     """Run the configured analyses on an attached circuit; returns every number (no files written)."""
     circuit = attachment.circuit
-    negotiating = circuit.cfg.variant in NEGOTIATING
+    negotiating = circuit.cfg.has_negotiation
     template = cfg.probe.template
     result: dict = {"objectives": circuit.objectives, "variant": circuit.cfg.variant, "layers": circuit.layers,
                     "settings": asdict(cfg)}
@@ -108,7 +103,7 @@ def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: Interpre
         result["trajectories"] = trajectories.trajectory_summary(states, point_layers=_point_layers(circuit, states))
     if negotiating and {"heatmap", "blind_spots"} & set(cfg.analyses):
         prompts = {g: t[:cfg.n_prompts] for g, t in raw.items()}
-        profiles = routing.profiles_by_group(model, tokenizer, attachment, prompts, template, cfg.batch_size)
+        profiles = profiles_by_group(model, tokenizer, attachment, prompts, template, cfg.batch_size)
         alphas = {g: p.decision for g, p in profiles.items()}  # where the answer is decided
         result["negotiation"] = summarize(profiles, routing.EXPECTED, circuit.objectives)
         if "heatmap" in cfg.analyses:

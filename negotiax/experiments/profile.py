@@ -18,6 +18,7 @@ Circuits are fresh unless `circuit_dirs` names trained ones: the arithmetic, and
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import statistics
@@ -33,9 +34,9 @@ from ..attach import Attachment, attach
 from ..backbone import load_backbone
 from ..generation.branched import DecodeResult, decode, eos_ids
 from ..circuit import CircuitConfig
-from ..io import write_json
+from ..io import markdown_table, write_json
 from ..saving import load_circuit
-from .common import clean, jsonable, markdown_table, model_from_config
+from .common import cells, clean, jsonable, model_from_config
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,9 @@ class VariantSetup:
 def run_request(model: nn.Module, setup: VariantSetup, ids: torch.Tensor, mask: torch.Tensor, cfg: ProfileConfig,
                 eos: list[int], pad: int) -> DecodeResult:
     weights = torch.full((setup.n_branches,), 1.0 / setup.n_branches)
-    if setup.attachment is not None:
-        setup.attachment.branches = setup.n_branches > 1
-    try:
+    with setup.attachment.branched() if setup.n_branches > 1 else contextlib.nullcontext():
         return decode(model, ids, mask, cfg.new_tokens, eos=eos, pad_id=pad, n_branches=setup.n_branches,
                       weights=weights)
-    finally:
-        if setup.attachment is not None:
-            setup.attachment.branches = False
 
 
 def profile_inference(model: nn.Module, setup: VariantSetup, batch: int, length: int, cfg: ProfileConfig,
@@ -274,9 +270,10 @@ def render(result: dict) -> str:
              f"{result.get('threads')} CPU threads)", "",
              f"Base parameters: {result['base_params']:,}", ""]
     rows = [{"variant": v, **info} for v, info in result["variants"].items()]
-    lines.append(markdown_table(rows, ["variant", "delta_params", "trainable_params", "delta_percent",
-                                       "train_tokens_per_s", "train_peak_memory_mb"]))
-    lines.append(markdown_table(result["inference"], COLUMNS))
+    columns = ["variant", "delta_params", "trainable_params", "delta_percent", "train_tokens_per_s",
+               "train_peak_memory_mb"]
+    lines.append(markdown_table(columns, cells(rows, columns)) + "\n")
+    lines.append(markdown_table(COLUMNS, cells(result["inference"], COLUMNS)) + "\n")
     method = {r["memory_method"] for r in result["inference"]}
     lines.append(f"Peak memory method: {', '.join(sorted(method))}; memory_delta = peak - level at the start "
                  "of the configuration. Decode tokens exclude each row's first token (from the prefill).")

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from ..attach import Attachment
 from ..backbone import load_backbone
 from ..data import DataConfig, Example
-from ..io import write_json
+from ..io import pyplot, save_figure, write_json
 from ..saving import load_circuit
-from .common import clean, jsonable, pyplot
+from .common import clean, jsonable
 from .probe import HIGHER_IS_BETTER, ProbeConfig, load_probes, measure
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def preference_sweep(model: nn.Module, tokenizer, attachment: Attachment, probes
                      cfg: SweepConfig) -> dict:
     """Measure every sweep point; returns {points, base, pareto, ...}. The preference is restored after."""
     circuit = attachment.circuit
-    if circuit.cfg.variant not in ("mac", "negotiax"):
+    if not circuit.cfg.has_negotiation:
         raise ValueError(f"the preference sweep needs a circuit with a negotiation (mac / negotiax); "
                          f"{cfg.circuit_dir or 'this circuit'} is {circuit.cfg.variant!r}")
     saved = circuit.preference()
@@ -160,12 +160,7 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def run_sweep(cfg: SweepConfig) -> dict:

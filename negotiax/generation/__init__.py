@@ -2,9 +2,9 @@
 
 `config` holds GenerationConfig (decoding settings and the preference), `branched` the decoding loop with a
 KV cache (plain, or with the circuit's pathways as branches combined by the preference), `generate` the
-batched, resumable writer of generations files and the `preference()` context manager.
+batched, resumable writer of generations files (under the preference set by `attach.preference`).
 """
 from .config import GenerationConfig
-from .generate import generate, preference
+from .generate import generate
 
-__all__ = ["GenerationConfig", "generate", "preference"]
+__all__ = ["GenerationConfig", "generate"]

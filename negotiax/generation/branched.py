@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import CausalLMOutput
 
 from ..attach import Attachment
+from ..backbone import padding_side
 
 
 @dataclass
@@ -154,12 +156,8 @@ def encode_prompts(tokenizer, prompts: Sequence[str], device: torch.device | str
         raise ValueError("no prompts given")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with padding_side(tokenizer, "left"):
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
@@ -177,7 +175,7 @@ def branched_generate(model: nn.Module, tokenizer, prompts: Sequence[str], attac
     """Decode `prompts` (already formatted) with one branch per objective, combined by preference weights."""
     if not attachment.attached:
         raise ValueError("the attachment is detached; attach the pathways circuit before branched decoding")
-    if attachment.circuit.cfg.variant not in ("pathways", "branched"):
+    if not attachment.circuit.cfg.has_pathways_only:
         raise ValueError(f"branched decoding runs Module I pathways alone; this circuit is "
                          f"{attachment.circuit.cfg.variant!r} (train a 'pathways' or 'branched' circuit)")
     n = attachment.circuit.cfg.n_objectives
@@ -187,13 +185,9 @@ def branched_generate(model: nn.Module, tokenizer, prompts: Sequence[str], attac
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    previous = attachment.branches
-    attachment.branches = True
-    try:
+    with attachment.branched():
         result = decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer), pad_id=_pad_id(tokenizer),
                         n_branches=n, weights=w, do_sample=do_sample, temperature=temperature, generator=generator)
-    finally:
-        attachment.branches = previous
     texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
     return BranchedOutput(texts, result.token_counts, w.tolist(), result)
 
@@ -224,17 +218,11 @@ class BranchedLM(nn.Module):
         self.generation_config = model.generation_config
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        from transformers.modeling_outputs import CausalLMOutput
-
         batch = input_ids.shape[0]
         ids = input_ids.repeat(self.n, 1)
         mask = attention_mask.repeat(self.n, 1) if attention_mask is not None else None
-        previous = self.attachment.branches
-        self.attachment.branches = True
-        try:
+        with self.attachment.branched():
             logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        finally:
-            self.attachment.branches = previous
         logp = torch.log_softmax(logits, dim=-1).view(self.n, batch, *logits.shape[1:])
         w = self.weights.to(logp.device).view(self.n, *([1] * (logp.dim() - 1)))
         return CausalLMOutput(logits=(logp * w).sum(0))

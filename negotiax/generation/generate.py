@@ -10,7 +10,6 @@ transformers' `stop_strings`) and are cut from its output, as in the OpenAI API.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import fingerprint as fp
+from ..attach import preference
 from .branched import branched_generate, encode_prompts, eos_ids
 from ..data import format_prompt
 from ..data.schema import Example
@@ -110,20 +110,6 @@ def plan_batches(tokenizer, examples: list[Example], texts: list[str], cfg: Gene
     return [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
 
 
-@contextlib.contextmanager
-def preference(attachment, beta: dict[str, float]):
-    """Set the circuit's preference for the duration of generation, then restore it."""
-    if attachment is None or not beta:
-        yield
-        return
-    old = attachment.circuit.preference()
-    attachment.circuit.set_preference(beta)
-    try:
-        yield
-    finally:
-        attachment.circuit.set_preference(old)
-
-
 def _hf_generation_config(model, tokenizer, cfg: GenerationConfig):
     gen = model.generation_config.__class__(**model.generation_config.to_dict())
     gen.max_new_tokens = cfg.max_new_tokens
@@ -166,7 +152,7 @@ def generate_branched_batch(model, tokenizer, texts: list[str], cfg: GenerationC
 
 def _batch_fn(attachment, branched: bool | None):
     if branched is None:
-        branched = attachment is not None and attachment.circuit.cfg.variant == "branched"
+        branched = attachment is not None and attachment.circuit.cfg.decodes_by_branch
     if not branched:
         return generate_batch
     if attachment is None:
@@ -186,7 +172,7 @@ def generate(model, tokenizer, examples: list[Example], cfg: GenerationConfig | 
     """
     cfg = cfg or GenerationConfig()
     if branched is None:
-        branched = attachment is not None and attachment.circuit.cfg.variant == "branched"
+        branched = attachment is not None and attachment.circuit.cfg.decodes_by_branch
     batch_fn = _batch_fn(attachment, branched)
     ids = [ex.id for ex in examples]
     if len(set(ids)) != len(ids):

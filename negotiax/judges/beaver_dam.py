@@ -118,11 +118,8 @@ class BeaverDamJudge:
 
     def _encode(self, texts: list[str]):
         """Right padding and truncation at max_length, as safe-rlhf's moderation model reads its inputs."""
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
-        try:
+        with padding_side(self.tokenizer, "right"):
             return self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-        finally:
-            self.tokenizer.padding_side = side
 
     @torch.inference_mode()
     def category_probs(self, items: list[dict]) -> torch.Tensor:

@@ -63,11 +63,8 @@ class YesNoJudge:
 
     def _encode(self, texts: list[str]):
         """Left padding: every row's next-token logits sit at the last position."""
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
-        try:
+        with padding_side(self.tokenizer, "left"):
             return self.tokenizer(texts, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = side
 
     @torch.inference_mode()
     def score(self, items: list[dict]) -> list[float | None]:

@@ -65,7 +65,7 @@ class Trainer:
                  callbacks: list[Callable[["Trainer", int], None]] | None = None,
                  accelerator: Accelerator | None = None, config_record: dict | None = None,
                  loss_weights: dict[str, float] | None = None, objectives: list[str] | None = None) -> None:
-        if attachment is not None and attachment.circuit.cfg.variant == "base":
+        if attachment is not None and not attachment.circuit.cfg.has_circuit:
             raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
         if attachment is None and not objectives:
             raise ValueError("training without a circuit needs the list of objectives")

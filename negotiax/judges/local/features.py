@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...attach import find_decoder_layers
+from ...attach import capture, find_decoder_layers
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +81,6 @@ def encode(tokenizer, spec: FeatureSpec, context: str, answer: str) -> tuple[lis
     return ctx + ans, len(ctx)
 
 
-class _Stop(Exception):
-    """Raised by the hook on the deepest needed block: nothing above it has to run."""
-
-
 def _pool(hidden: torch.Tensor, mask: torch.Tensor, starts: torch.Tensor, poolings) -> torch.Tensor:
     """(B, P, d): each pooling of the block output over real tokens (mask is 1 on real tokens)."""
     lengths = mask.sum(1)
@@ -112,26 +108,11 @@ def _run_batch(model, layers_list, spec: FeatureSpec, ids: list[list[int]], star
         input_ids[i, : len(x)] = torch.tensor(x)
         mask[i, : len(x)] = 1
     input_ids, mask = input_ids.to(device), mask.to(device)
-    captured: dict[int, torch.Tensor] = {}
-    deepest = max(spec.layers)
-
-    def hook(layer):
-        def fn(module, args, output):
-            captured[layer] = (output[0] if isinstance(output, tuple) else output).float()
-            if layer == deepest:
-                raise _Stop
-        return fn
-
-    handles = [layers_list[layer - 1].register_forward_hook(hook(layer)) for layer in spec.layers]
-    try:
+    # layer l is the output of decoder block l-1; the blocks above the deepest wanted one never run.
+    with capture({layer: layers_list[layer - 1] for layer in spec.layers}, stop_at=max(spec.layers)) as captured:
         model(input_ids=input_ids, attention_mask=mask, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        for handle in handles:
-            handle.remove()
     starts_t = torch.tensor(starts, device=device)
-    feats = [_pool(captured[layer], mask, starts_t, spec.poolings) for layer in spec.layers]
+    feats = [_pool(captured[layer].float(), mask, starts_t, spec.poolings) for layer in spec.layers]
     return torch.stack(feats, 1).cpu().numpy()
 
 
