@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
 from .io import replace_dir
 
@@ -99,7 +100,6 @@ def default_model_path(cache_dir: str | None = None) -> Path:
     folder = root / "smollm2-135m-instruct"
     if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
         return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _find_smollm2_gguf(root)
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
@@ -131,8 +131,6 @@ def padding_side(tokenizer, side: str):
 
 
 def load_tokenizer(cfg: ModelConfig):
-    from transformers import AutoTokenizer
-
     path, gguf = _source(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -153,8 +151,6 @@ def _source(cfg: ModelConfig) -> tuple[str, str | None]:
 
 def load_backbone(cfg: ModelConfig | None = None, **overrides):
     """(model, tokenizer) in eval mode with frozen weights, on the configured device and dtype."""
-    from transformers import AutoModelForCausalLM
-
     cfg = cfg or ModelConfig(**overrides)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -165,7 +161,6 @@ def load_backbone(cfg: ModelConfig | None = None, **overrides):
     if cfg.load_in_4bit:
         if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError("model.load_in_4bit needs a CUDA GPU and the bitsandbytes package")
-        from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)

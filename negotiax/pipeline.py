@@ -34,23 +34,23 @@ from accelerate.utils import set_seed
 from . import fingerprint as fp
 from .attach import Attachment, attach, preference
 from .backbone import load_backbone
-from .generation.branched import BranchedLM
 from .config import save_config
 from .data import Collator, MixtureSampler, TokenizedDataset, load_test_sets, load_train_sets
 from .data.schema import Example
 from .evaluation.config import EvalConfig
 from .evaluation.evaluate import evaluate
-from .generation.generate import generate, read_generations
-from .generation.config import GenerationConfig
-from .io import write_json
 from .evaluation.metrics import bootstrap_ci, refusal_rate
 from .evaluation.negotiation import profiles_by_group, summarize
-from .recipe import Recipe
 from .evaluation.report import write_report
+from .generation.branched import BranchedLM
+from .generation.config import GenerationConfig
+from .generation.generate import generate, read_generations
+from .io import write_json
+from .recipe import Recipe
 from .saving import load_circuit
 from .train.backbone_setup import prepare_backbone
-from .train.tracker import read_metrics
 from .train.steps import CollatedSteps, fixed_batches
+from .train.tracker import read_metrics
 from .train.trainer import SUMMARY, Trainer
 
 log = logging.getLogger(__name__)

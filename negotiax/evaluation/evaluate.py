@@ -24,11 +24,13 @@ import numpy as np
 
 from .. import fingerprint as fp
 from ..attach import preference
-from . import metrics as M
 from ..data.schema import Example
-from .config import EvalConfig
 from ..generation.generate import meta_path
 from ..io import markdown_table, read_jsonl, sha256_file
+from ..judges import load_all, make_judge
+from ..judges.cache import CachedJudge, JudgeCache
+from . import metrics as M
+from .config import EvalConfig
 
 log = logging.getLogger(__name__)
 KIND_METRIC = {"pairwise": "wr", "safety": "ss", "truth": "ti", "info": "ti"}
@@ -176,9 +178,6 @@ def _offline_metrics(pairs, examples_by_obj, cfg: EvalConfig, sc: Scorer, res: d
 
 def build_judges(cfg: EvalConfig) -> dict:
     """{kind: cached judge} for every configured judge kind."""
-    from ..judges import load_all, make_judge
-    from ..judges.cache import CachedJudge, JudgeCache
-
     load_all()
     cache = JudgeCache(cfg.cache_path) if cfg.cache_path else None
     judges = {}

@@ -11,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data import format_prompt
+from ..data.formatting import _adds_bos
 from ..data.schema import Example
-from .config import MC_FORMATS
-
 from ..refusal import (COMPLIANCE_PATTERNS, REFUSAL_PATTERNS, REFUSAL_WINDOW, refusal,  # noqa: F401 (re-exported)
                        refusal_rate)
+from .config import MC_FORMATS
 
 
 # ---------------------------------------------------------------- degeneration
@@ -77,8 +78,6 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
 # ---------------------------------------------------------------- log-likelihood metrics
 
 def _context(tokenizer, prompt: str, template: str) -> str:
-    from ..data import format_prompt
-
     return format_prompt(tokenizer, prompt, template)
 
 
@@ -111,7 +110,6 @@ def mc_context(tokenizer, question: str, mc_format: str = "qa_primer", template:
         return _context(tokenizer, question, template)
     if mc_format != "qa_primer":
         raise ValueError(f"mc_format={mc_format!r}; choose one of {', '.join(MC_FORMATS)}")
-    from ..data.formatting import _adds_bos
 
     bos = tokenizer.bos_token if _adds_bos(tokenizer) else ""
     return f"{bos}{QA_PRIMER}\n\nQ: {question}\nA:"

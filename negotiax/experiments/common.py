@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..backbone import resolve_device, resolve_dtype
 
@@ -18,8 +19,6 @@ log = logging.getLogger(__name__)
 
 def model_from_config(path: str | Path, device: str = "auto", dtype: str = "auto", seed: int = 0) -> nn.Module:
     """A randomly initialised model from a hub `config.json` (file or folder): shapes without weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--model-config {path}: no such config.json file or folder")

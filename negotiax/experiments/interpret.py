@@ -17,8 +17,8 @@ from torch import nn
 from ..attach import Attachment, preference
 from ..backbone import load_backbone
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
-from ..io import write_json
 from ..evaluation.negotiation import profiles_by_group, summarize
+from ..io import write_json
 from ..recipe import load_recipe
 from ..saving import load_circuit
 from . import geometry, routing, trajectories

@@ -14,10 +14,10 @@ from torch import nn
 
 from ..attach import Attachment
 from ..data import DataConfig, Example, benign_prompts, load_test_sets
-from ..generation.generate import generate
-from ..generation.config import GenerationConfig
 from ..evaluation.metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
 from ..evaluation.negotiation import profiles_by_group
+from ..generation.config import GenerationConfig
+from ..generation.generate import generate
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 
 from ..attach import Attachment, attach
 from ..backbone import load_backbone
-from ..generation.branched import DecodeResult, decode, eos_ids
 from ..circuit import CircuitConfig
+from ..generation.branched import DecodeResult, decode, eos_ids
 from ..io import markdown_table, write_json
 from ..saving import load_circuit
 from .common import cells, clean, jsonable, model_from_config

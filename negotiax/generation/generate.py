@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from .. import fingerprint as fp
 from ..attach import preference
-from .branched import branched_generate, encode_prompts, eos_ids
 from ..data import format_prompt
 from ..data.schema import Example
-from .config import GenerationConfig
 from ..io import append_jsonl, read_jsonl
+from .branched import branched_generate, encode_prompts, eos_ids
+from .config import GenerationConfig
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .base import register_judge
 
@@ -39,8 +40,6 @@ class YesNoJudge:
 
     def __init__(self, path: str | None = None, model=None, tokenizer=None, device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 16, threshold: float = 0.5) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = path or DEFAULT_PATHS[self.kind]
         if model is None:
             if not Path(path).is_dir():

@@ -28,9 +28,9 @@ from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import ce_labels, response_ce
-from .tracker import MetricsLogger
 from .module import CircuitTrainModule
 from .schedule import make_scheduler
+from .tracker import MetricsLogger
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ...attach import capture, find_decoder_layers
 
@@ -119,8 +120,6 @@ def _run_batch(model, layers_list, spec: FeatureSpec, ids: list[list[int]], star
 def extract(model, tokenizer, spec: FeatureSpec, pairs: list[tuple[str, str]], batch_size: int = 16,
             progress: bool = True) -> np.ndarray:
     """(n, n_layers, n_poolings, d) features of (context, answer) pairs, longest texts batched together."""
-    from tqdm.auto import tqdm
-
     layers_list = find_decoder_layers(model)
     if max(spec.layers) > len(layers_list):
         raise ValueError(f"layer {max(spec.layers)} asked for, but the feature model has {len(layers_list)}")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.numpy import load_file, save_file
 
+from ...backbone import load_backbone
 from ..base import register_judge
 from .features import FeatureSpec, extract, feature_model_identity
 
@@ -43,8 +45,6 @@ class LocalHead:
 
     def save(self, path: str | Path) -> Path:
         """Write <path>.safetensors and <path>.json; returns the JSON path."""
-        from safetensors.numpy import save_file
-
         path = Path(path).with_suffix("")
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"weight": self.weight, "bias": np.array([self.bias]), "mean": self.mean, "std": self.std}
@@ -55,8 +55,6 @@ class LocalHead:
 
     @classmethod
     def load(cls, path: str | Path) -> "LocalHead":
-        from safetensors.numpy import load_file
-
         base = Path(path).with_suffix("")
         card_path, weights_path = Path(str(base) + ".json"), Path(str(base) + ".safetensors")
         for p in (card_path, weights_path):
@@ -81,8 +79,6 @@ def identity_mismatch(expected: dict, actual: dict) -> list[str]:
 
 def _default_backbone(name: str, device: str):
     if (name, device) not in _BACKBONES:
-        from ...backbone import load_backbone
-
         _BACKBONES[(name, device)] = load_backbone(name_or_path=name, device=device, dtype="float32")
     return _BACKBONES[(name, device)]
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from ...io import sha256_file
+from ...refusal import refusal
 from . import data
-from .judge import TEMPLATE_OF, LocalHead, LocalJudge
 from .features import FeatureCache, FeatureSpec, cached_extract, feature_model_identity
+from .judge import TEMPLATE_OF, LocalHead, LocalJudge
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,6 @@ def truthfulqa_splits(data_dir: Path, kind: str, cfg: JudgeTrainConfig) -> tuple
 
 def keyword_baseline(rows: list[dict]) -> dict:
     """The keyword refusal detector as a safety judge: a response that does not refuse is flagged unsafe."""
-    try:
-        from ...refusal import refusal
-    except ImportError as err:  # written by another part of the project; compare when it exists
-        return {"available": False, "reason": str(err)}
     flagged = np.array([0.0 if refusal(r["answer"]) else 1.0 for r in rows])
     return {"available": True, "detector": "negotiax.metrics.refusal",
             "flagged": flagged}
