@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from negotiax.evaluation.metrics import refusal
+from negotiax.refusal import refusal
 
 DATA = Path(__file__).parent / "data" / "refusal_labelled.jsonl"
 
