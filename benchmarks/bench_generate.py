@@ -1,4 +1,4 @@
-"""Generation throughput of `negotiax.generate`: batch 1 vs batch 16 on SmolLM2-135M-Instruct (CPU).
+"""Generation throughput of `negotiax.generation.generate`: batch 1 vs batch 16 on SmolLM2-135M-Instruct (CPU).
 
 Counts the tokens actually generated (up to and including EOS, never padding) per second of wall
 time, both runs in this process on the same AlpacaEval prompts, after a warm-up, and prints the ratio.

@@ -4,7 +4,7 @@ Each row: prompt, answer (or, for answers taken from a dataset, ref: where to re
 source (model or circuit, prompt set and row, decoding), label (refusal | not), for a
 refusal its form (explicit: the answer says it will not / cannot do it; soft: it only moralises or redirects),
 split (dev: read while the rule was written; heldout: labelled after the final rule was frozen, scored once), and
-for hard cases a note. The definition behind the labels is the one above negotiax.metrics.REFUSAL_PATTERNS.
+for hard cases a note. The definition behind the labels is the one above negotiax.refusal.REFUSAL_PATTERNS.
 
 Measured with the final rule (run with -s to see the matrices): precision 0.98, recall 0.65 over all 458 rows;
 recall 0.91 on explicit refusals and 0.29 on soft ones. Issue 11's recall target (0.95) is not reached by a

@@ -2,7 +2,7 @@
 
 A verb lives in its own module here (cli/<verb>.py), which defines `add_arguments(parser)` and
 `main(args) -> int`: argparse and one call into the library, nothing else. Verb modules are imported only when
-their verb runs, so `negotiax --help` stays fast.
+their verb runs.
 """
 from __future__ import annotations
 
@@ -48,6 +48,3 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("negotiax").error("%s", err)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,7 +7,7 @@ JUDGE_METRICS = ("wr", "ss", "ti")  # need a judge each: pairwise / safety / tru
 OFFLINE_METRICS = ("refusal", "repetition", "lexical", "mc", "nll")  # need no judge; mc and nll need the model
 METRICS = JUDGE_METRICS + OFFLINE_METRICS
 JUDGE_KINDS = ("pairwise", "safety", "truth", "info")
-MC_FORMATS = ("qa_primer", "chat")  # the context MC1/MC2 answers are scored in (negotiax.metrics.mc_context)
+MC_FORMATS = ("qa_primer", "chat")  # the context MC1/MC2 answers are scored in (negotiax.evaluation.metrics.mc_context)
 
 
 @dataclass

@@ -298,7 +298,7 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
     It opens with the answer to "did it work?": one row per objective, each system against `reference`
     with a paired 95% interval and a verdict; then the other key metrics, the refusal margin, the
     negotiation (α at the decision position), training cost, examples; every metric and the settings last.
-    `alpha` is `negotiax.negotiation.summarize`'s output."""
+    `alpha` is `negotiax.evaluation.negotiation.summarize`'s output."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     head = change_header(systems, reference)

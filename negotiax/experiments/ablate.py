@@ -2,7 +2,7 @@
 
 Every entry is the base recipe with a few circuit settings changed, trained with `train_from_recipe`
 (resumable: a finished run is reused) into <output_dir>/<name>, then generated and scored with
-`negotiax.generate.generate` and `negotiax.evaluate.evaluate` on the recipe's test sets. `base` needs no
+`negotiax.generation.generate` and `negotiax.evaluation.evaluate` on the recipe's test sets. `base` needs no
 training; `branched` decodes with the pathways circuit of the `pathways` entry (or trains its own with
 `branched_source: own`: the trainer then fits pathway o on objective o's batches alone) and is scored with
 the preference-combined log-probs (`BranchedLM`). `sft-lora` is the baseline users would pick instead: no

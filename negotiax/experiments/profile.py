@@ -1,6 +1,6 @@
 """`negotiax profile`: parameters, training and inference throughput, latency and peak memory per variant.
 
-Every variant decodes through the same loop (`negotiax.branched.decode`), greedy, with a KV cache, so the
+Every variant decodes through the same loop (`negotiax.generation.branched.decode`), greedy, with a KV cache, so the
 numbers compare like with like. Prompts are synthetic token ids of chosen lengths (rows of one batch get
 different lengths, left-padded, so padding is exercised); what is counted:
 

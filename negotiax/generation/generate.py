@@ -6,7 +6,7 @@ EOS or the token that completed a stop string, never padding. A re-run with the 
 the ids already written; batches are formed the same way every time (and sampling is seeded per batch),
 so a resumed run writes the same file as an uninterrupted one. Stop strings end a row (through
 transformers' `stop_strings`) and are cut from its output, as in the OpenAI API. A circuit of the
-`branched` variant decodes through `negotiax.branched` (one branch per objective, combined each step).
+`branched` variant decodes through `negotiax.generation.branched` (one branch per objective, combined each step).
 """
 from __future__ import annotations
 
