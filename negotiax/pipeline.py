@@ -320,15 +320,15 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
 
 def evaluate_system(model, tokenizer, tests: dict[str, list[Example]], generate_cfg: GenerationConfig,
                     eval_cfg: EvalConfig, gen_path: Path, out_dir: Path, attachment: Attachment | None = None,
-                    branched: bool = False, score_rows: bool = False) -> tuple[list[dict], dict]:
+                    branched: bool | None = None, score_rows: bool = False) -> tuple[list[dict], dict]:
     """One system's answers to every test prompt (resumable JSONL at gen_path), then their scores in out_dir;
     returns (rows, results). Finished generations and results are reused only when their fingerprints match.
-    branched: decode with the circuit's pathways as branches, and score with the preference-combined
-    log-probs (BranchedLM). score_rows: score the rows in memory rather than the file (so the results record
+    branched=True: decode with the circuit's pathways as branches, and score with the preference-combined
+    log-probs (BranchedLM); None: as `generate` decides from the circuit's variant, scored by the model. score_rows: score the rows in memory rather than the file (so the results record
     no generations file; ablate's grids were scored that way)."""
     examples = [ex for objective in tests for ex in tests[objective]]
     rows = generate(model, tokenizer, examples, generate_cfg, gen_path, attachment=attachment, branched=branched)
-    scorer = BranchedLM(model, attachment) if branched else model
+    scorer = BranchedLM(model, attachment) if branched is True else model
     # MC/NLL run under the generation's beta.
     results = evaluate(rows if score_rows else gen_path, tests, eval_cfg, model=scorer, tokenizer=tokenizer,
                        attachment=attachment, out_dir=out_dir, decoding=generate_cfg.decoding())
