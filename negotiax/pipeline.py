@@ -304,7 +304,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
             profiles = profiles_by_group(model, tokenizer, attachment,
                                          {g: [ex.prompt for ex in exs] for g, exs in answered.items()},
                                          {g: [outputs[ex.id] for ex in exs] for g, exs in answered.items()},
-                                         recipe.generate.template, recipe.eval.batch_size)
+                                         template=recipe.generate.template, batch_size=recipe.eval.batch_size)
         expected = {PROMPT_GROUPS.get(o, o): o for o in tests}
         alpha = summarize(profiles, expected, attachment.circuit.objectives)
         write_json(run_dir / "negotiation.json", alpha)

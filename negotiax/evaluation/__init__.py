@@ -5,6 +5,5 @@ intervals; resumable by fingerprint), `metrics` the offline metrics, `negotiatio
 per group of prompts, `report` the Markdown/HTML run report. The judges themselves live in negotiax.judges.
 """
 from .config import EvalConfig
-from .evaluate import evaluate
 
-__all__ = ["EvalConfig", "evaluate"]
+__all__ = ["EvalConfig"]

@@ -76,11 +76,12 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
 
 
 def profiles_by_group(model, tokenizer, attachment: Attachment, groups: dict[str, list[str]],
-                      answers: dict[str, list[str]] | None = None, template: str = "auto",
+                      answers: dict[str, list[str]] | None = None, *, template: str = "auto",
                       batch_size: int = 16) -> dict[str, Profile]:
     """{group: per-prompt readings} for each non-empty group of raw (unformatted) prompts, over each group's
     answers when `answers` has them."""
-    return {g: negotiation_profile(model, tokenizer, attachment, prompts, (answers or {}).get(g), template, batch_size)
+    return {g: negotiation_profile(model, tokenizer, attachment, prompts, (answers or {}).get(g), template,
+                                   batch_size)
             for g, prompts in groups.items() if prompts}
 
 

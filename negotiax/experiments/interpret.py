@@ -103,7 +103,8 @@ def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: Interpre
         result["trajectories"] = trajectories.trajectory_summary(states, point_layers=_point_layers(circuit, states))
     if negotiating and {"heatmap", "blind_spots"} & set(cfg.analyses):
         prompts = {g: t[:cfg.n_prompts] for g, t in raw.items()}
-        profiles = profiles_by_group(model, tokenizer, attachment, prompts, template, cfg.batch_size)
+        profiles = profiles_by_group(model, tokenizer, attachment, prompts, template=template,
+                                     batch_size=cfg.batch_size)
         alphas = {g: p.decision for g, p in profiles.items()}  # where the answer is decided
         result["negotiation"] = summarize(profiles, routing.EXPECTED, circuit.objectives)
         if "heatmap" in cfg.analyses:

@@ -5,6 +5,5 @@ KV cache (plain, or with the circuit's pathways as branches combined by the pref
 batched, resumable writer of generations files (under the preference set by `attach.preference`).
 """
 from .config import GenerationConfig
-from .generate import generate
 
-__all__ = ["GenerationConfig", "generate"]
+__all__ = ["GenerationConfig"]

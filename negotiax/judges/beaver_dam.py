@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from ..backbone import padding_side
 from .base import register_judge
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..backbone import padding_side
 from .base import register_judge
 
 log = logging.getLogger(__name__)
