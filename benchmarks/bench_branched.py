@@ -1,7 +1,7 @@
 """Decode cost of the variants: pathways / negotiax / branched against base, in one process.
 
 Every variant decodes the same synthetic left-padded prompts through the same loop
-(`negotiax.branched.decode`, greedy, KV cache); decode tokens/s counts only tokens actually generated.
+(`negotiax.generation.branched.decode`, greedy, KV cache); decode tokens/s counts only tokens actually generated.
 Prints each variant's decode throughput as a ratio to base (branched is expected near 1/N of base at
 small batch on CPU, since it runs N copies of the upper layers).
 Usage: .venv/bin/python benchmarks/bench_branched.py [--model-config PATH] [--batch 4] [--length 64] [--new 32]

@@ -1,4 +1,4 @@
-"""Generation throughput of `negotiax.generate`: batch 1 vs batch 16 on SmolLM2-135M-Instruct (CPU).
+"""Generation throughput of `negotiax.generation.generate`: batch 1 vs batch 16 on SmolLM2-135M-Instruct (CPU).
 
 Counts the tokens actually generated (up to and including EOS, never padding) per second of wall
 time, both runs in this process on the same AlpacaEval prompts, after a warm-up, and prints the ratio.
@@ -14,8 +14,8 @@ import torch
 
 from negotiax import load_backbone
 from negotiax.data import DataConfig, load_test_sets
-from negotiax.generate import generate
-from negotiax.generate_config import GenerationConfig
+from negotiax.generation.generate import generate
+from negotiax.generation.config import GenerationConfig
 
 
 def run(model, tokenizer, examples, batch_size: int, max_new_tokens: int) -> tuple[int, float]:

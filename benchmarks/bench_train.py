@@ -27,6 +27,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from negotiax.attach import hidden_of, with_hidden  # noqa: E402
+
 
 class SiteBias(nn.Module):
     """The baseline's only trainable parameter: a vector added at the circuit's site."""
@@ -36,9 +38,8 @@ class SiteBias(nn.Module):
         self.bias = nn.Parameter(torch.zeros(d))
 
     def hook(self, module, args, output):
-        if isinstance(output, tuple):
-            return (output[0] + self.bias.to(output[0].dtype), *output[1:])
-        return output + self.bias.to(output.dtype)
+        hidden = hidden_of(output)
+        return with_hidden(output, hidden + self.bias.to(hidden.dtype))
 
 
 def real_batches(tokenizer, objectives, args, steps):

@@ -6,7 +6,9 @@ gradient checkpointing, KV caches and PEFT wrappers keep working; detaching rest
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from functools import partial
+from typing import Hashable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -94,6 +96,70 @@ def _first_param(module: nn.Module) -> torch.Tensor:
     return next(p for p in module.parameters())
 
 
+def hidden_of(output) -> torch.Tensor:
+    """The hidden states in a module's output: decoder blocks and attention modules return a tuple whose
+    first element they are, or the tensor alone."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_hidden(output, hidden: torch.Tensor):
+    """`output` with its hidden states replaced, in the same form (tuple or tensor)."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+class _StopForward(Exception):
+    """Raised by `capture(stop_at=...)` once the deepest wanted layer has run."""
+
+
+@contextmanager
+def capture(modules: Mapping[Hashable, nn.Module], prepend: bool = False,
+            stop_at: Hashable | None = None) -> Iterator[dict[Hashable, torch.Tensor]]:
+    """Record the hidden states leaving each of `modules` ({key: module}, e.g. decoder blocks or a site's
+    attention) on every forward pass inside the block; yields {key: hidden of the last pass}.
+
+    prepend: run before the other hooks of the module (an attached circuit's included), so the record is the
+    module's own output h, not the circuit's h'. stop_at: stop the forward pass once that key is recorded
+    (the layers above are not needed); the interruption is absorbed at the end of the block."""
+    record: dict[Hashable, torch.Tensor] = {}
+
+    def hook(key, module, args, output):
+        record[key] = hidden_of(output)
+        if key == stop_at:
+            raise _StopForward
+
+    handles = [m.register_forward_hook(partial(hook, key), prepend=prepend) for key, m in modules.items()]
+    try:
+        yield record
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def site_modules(model: nn.Module, circuit: Circuit, layers: nn.ModuleList | None = None) -> dict[str, nn.Module]:
+    """{site key: the module whose output the circuit at that site rewrites} (a block or its attention)."""
+    layers = layers if layers is not None else find_decoder_layers(model, circuit.cfg.layers_path)
+    return {key: layers[int(key)] if circuit.cfg.site == "block" else find_attention(layers[int(key)])
+            for key in circuit.sites}
+
+
+@contextmanager
+def preference(target: "Attachment | Circuit | None", beta: dict[str, float] | None) -> Iterator[None]:
+    """Set the circuit's preference for the duration of the block, then restore the one it had. Nothing
+    changes without a circuit or with an empty beta."""
+    if target is None or not beta:
+        yield
+        return
+    circuit = target.circuit if isinstance(target, Attachment) else target
+    old = circuit.preference()
+    circuit.set_preference(beta)
+    try:
+        yield
+    finally:
+        circuit.set_preference(old)
+
+
 class Attachment:
     """A circuit hooked into a backbone. Use `with attach(...) as a:` or call `detach()`."""
 
@@ -103,15 +169,13 @@ class Attachment:
         self.record: dict[int, SiteOutput] = {}  # what each site computed on the last forward pass
         self.branches = False  # branched variant: the batch holds N stacked copies, one per objective
         self._handles = []
-        for i in circuit.layers:
-            block = layers[i]
-            target = block if circuit.cfg.site == "block" else find_attention(block)
+        for key, target in site_modules(model, circuit, layers).items():
             # The circuit lives on its layer's device (model parallel) and stays fp32, like an adapter.
-            circuit.sites[str(i)].to(device=_first_param(block).device)
-            self._handles.append(target.register_forward_hook(partial(self._hook, i)))
+            circuit.sites[key].to(device=_first_param(layers[int(key)]).device)
+            self._handles.append(target.register_forward_hook(partial(self._hook, int(key))))
 
     def _hook(self, layer: int, module: nn.Module, args: tuple, output):
-        h = output[0] if isinstance(output, tuple) else output
+        h = hidden_of(output)
         site = self.circuit.sites[str(layer)]
         x = h.to(site.bias.dtype)
         if self.branches:
@@ -121,8 +185,17 @@ class Attachment:
         else:
             out = site(x)
         self.record[layer] = out
-        new = out.hidden.to(h.dtype)
-        return (new, *output[1:]) if isinstance(output, tuple) else new
+        return with_hidden(output, out.hidden.to(h.dtype))
+
+    @contextmanager
+    def branched(self) -> Iterator["Attachment"]:
+        """Inside the block, a batch holds N stacked copies of the input, one per objective, and copy j runs
+        pathway j alone (the branched variant's decoding); the previous mode is restored after."""
+        previous, self.branches = self.branches, True
+        try:
+            yield self
+        finally:
+            self.branches = previous
 
     def alpha(self, layer: int | None = None) -> torch.Tensor | None:
         """Negotiation weights (B, S, N) of the last forward pass, at one layer or averaged over layers."""

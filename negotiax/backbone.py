@@ -9,14 +9,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+from .io import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +100,37 @@ def default_model_path(cache_dir: str | None = None) -> Path:
     folder = root / "smollm2-135m-instruct"
     if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
         return folder
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _find_smollm2_gguf(root)
     log.info("converting %s to safetensors in %s (once)", gguf.name, folder)
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.config._name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     # The weights are already plain fp32 tensors; drop the GGUF marker so they save as safetensors.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)  # a half-converted folder never looks finished
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    # a half-converted folder never looks finished
+    replace_dir(folder, write, tmp=folder.with_name(folder.name + ".tmp"))
     return folder
 
 
-def load_tokenizer(cfg: ModelConfig):
-    from transformers import AutoTokenizer
+@contextmanager
+def padding_side(tokenizer, side: str):
+    """The tokenizer pads on `side` ("left" or "right") inside the block, and as before after it."""
+    previous, tokenizer.padding_side = tokenizer.padding_side, side
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = previous
 
+
+def load_tokenizer(cfg: ModelConfig):
     path, gguf = _source(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path, gguf_file=gguf, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.pad_token is None:
@@ -140,8 +151,6 @@ def _source(cfg: ModelConfig) -> tuple[str, str | None]:
 
 def load_backbone(cfg: ModelConfig | None = None, **overrides):
     """(model, tokenizer) in eval mode with frozen weights, on the configured device and dtype."""
-    from transformers import AutoModelForCausalLM
-
     cfg = cfg or ModelConfig(**overrides)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
@@ -152,7 +161,6 @@ def load_backbone(cfg: ModelConfig | None = None, **overrides):
     if cfg.load_in_4bit:
         if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
             raise ValueError("model.load_in_4bit needs a CUDA GPU and the bitsandbytes package")
-        from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)

@@ -54,6 +54,31 @@ class CircuitConfig:
     def n_objectives(self) -> int:
         return len(self.objectives)
 
+    @property
+    def has_circuit(self) -> bool:
+        """False for `base`: the backbone runs alone."""
+        return self.variant != "base"
+
+    @property
+    def has_negotiation(self) -> bool:
+        """Module II mixes the pathways with weights α (mac, negotiax); the others have no α to read."""
+        return self.variant in ("mac", "negotiax")
+
+    @property
+    def decodes_by_branch(self) -> bool:
+        """`branched`: each objective's pathway decodes as its own branch, combined by the preference."""
+        return self.variant == "branched"
+
+    @property
+    def has_pathways_only(self) -> bool:
+        """Module I alone (pathways, branched): a circuit that branched decoding can run."""
+        return self.variant in ("pathways", "branched")
+
+    @property
+    def supervises_routing(self) -> bool:
+        """The full method trains α to route each objective's batches to its pathway (A1 `generic` does not)."""
+        return self.variant == "negotiax" and not self.generic
+
 
 class SiteOutput(NamedTuple):
     """What one site's circuit computed: the new state and the quantities the losses read."""
@@ -152,13 +177,13 @@ class SiteCircuit(nn.Module):
 
     def __init__(self, d: int, cfg: CircuitConfig) -> None:
         super().__init__()
-        if cfg.variant == "base":
+        if not cfg.has_circuit:
             raise ValueError("variant 'base' has no circuit to build")
         n = cfg.n_objectives
         self.variant = cfg.variant
         self.pathways = Pathways(d, n, cfg.rank, cfg.activation)
         self.negotiation = None
-        if cfg.variant in ("mac", "negotiax"):
+        if cfg.has_negotiation:
             self.negotiation = Negotiation(d, n, cfg.head_dim, axis_embeddings=not cfg.generic)
             self.negotiation.qkv.requires_grad_(not cfg.frozen)
         self.register_buffer("bias", torch.zeros(n), persistent=False)  # preference beta

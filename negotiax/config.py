@@ -2,10 +2,12 @@
 
 `load_config(RunConfig, "configs/quick.yaml", ["train.steps=50", "circuit.layers=[10,20]"])` reads the
 recipe, applies the overrides (dotted keys, YAML-typed values) and builds validated dataclasses.
-Unknown keys are errors that list the valid ones.
+Unknown keys are errors that list the valid ones. The verbs' shared arguments (`--config`, `key=value`,
+`--fresh`) are defined here once.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import types
 import typing
@@ -15,6 +17,33 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+# The experiments' verbs read their own settings files (configs/experiments/), not a recipe.
+EXPERIMENT_ARGUMENTS = {"config_help": "YAML file of this experiment's settings (see configs/experiments/)",
+                        "overrides_help": "override settings, e.g. repeats=5"}
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, config_help: str = "YAML recipe (see configs/)",
+                         overrides_help: str = "override recipe values, e.g. train.steps=50") -> None:
+    """The common `--config file.yaml key=value ...` arguments."""
+    parser.add_argument("--config", "-c", help=config_help)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+
+
+def add_fresh_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--fresh`: start over when the existing outputs were made with other settings (never a silent wipe)."""
+    parser.add_argument("--fresh", action="store_true",
+                        help=f"start over: rename {what} to <name>.old-<timestamp> first (nothing is deleted)")
+
+
+def overrides_from(args: argparse.Namespace, **flags: str) -> list[str]:
+    """The positional key=value overrides plus one `key=value` for each given flag (flag name -> config key)."""
+    overrides = list(args.overrides)
+    for flag, key in flags.items():
+        value = getattr(args, flag, None)
+        if value:
+            overrides.append(f"{key}={value}")
+    return overrides
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

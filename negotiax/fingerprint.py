@@ -16,11 +16,12 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
+
+from .io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,7 @@ def check(record_path: Path, stage: str, values: Mapping[str, Any], outputs_exis
 
 
 def write_record(record_path: Path, stage: str, values: Mapping[str, Any], **extra: Any) -> None:
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps({"stage": stage, "fingerprint": fingerprint(values), "values": dict(values),
-                               **extra}, indent=2, default=str) + "\n")
-    os.replace(tmp, record_path)
+    write_json(record_path, {"stage": stage, "fingerprint": fingerprint(values), "values": dict(values), **extra})
 
 
 def set_aside(path: str | Path) -> Path | None:

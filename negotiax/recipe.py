@@ -8,8 +8,8 @@ from .backbone import ModelConfig
 from .circuit import CircuitConfig
 from .config import load_config
 from .data.config import DataConfig
-from .eval_config import EvalConfig
-from .generate_config import GenerationConfig
+from .evaluation.config import EvalConfig
+from .generation.config import GenerationConfig
 from .run_config import RunConfig
 from .train.config import TrainConfig
 

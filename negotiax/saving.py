@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from torch import nn
 
 from .attach import Attachment, attach, find_decoder_layers, hidden_size_of
 from .circuit import Circuit, CircuitConfig
+from .io import atomic_write
 
 WEIGHTS = "circuit.safetensors"
 CONFIG = "circuit.json"
@@ -24,12 +24,6 @@ def backbone_identity(model: nn.Module) -> dict:
         "model_type": getattr(config, "model_type", None),
         "architectures": getattr(config, "architectures", None),
     }
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_circuit(circuit: Circuit | Attachment, directory: str | Path, model: nn.Module | None = None) -> Path:
@@ -48,8 +42,8 @@ def save_circuit(circuit: Circuit | Attachment, directory: str | Path, model: nn
         "backbone": backbone_identity(model) if model is not None else None,
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in circuit.state_dict().items()}
-    _atomic_write_bytes(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-    _atomic_write_bytes(directory / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+    atomic_write(directory / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     return directory
 
 

@@ -1,6 +1,6 @@
 """Generate the unlabelled answers behind tests/data/refusal_labelled.jsonl.
 
-The refusal detector (negotiax.metrics.refusal) is validated on real answers labelled by reading them. This
+The refusal detector (negotiax.refusal.refusal) is validated on real answers labelled by reading them. This
 script draws those answers: greedy decoding of the base SmolLM2 or of a trained circuit (optionally with a
 preference beta) on harmful prompts from BeaverTails-Evaluation.csv and on benign AlpacaEval instructions from
 index 400 on. Neither set overlaps the test subsets of the quick recipe (the first 100 BeaverTails 30k_test
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from negotiax.backbone import ModelConfig, load_backbone
 from negotiax.data.schema import Example
-from negotiax.generate import generate
-from negotiax.generate_config import GenerationConfig
+from negotiax.generation.generate import generate
+from negotiax.generation.config import GenerationConfig
 from negotiax.saving import load_circuit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

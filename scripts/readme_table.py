@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from negotiax.report import paired_change, verdict
+from negotiax.evaluation.report import paired_change, verdict
 
 # (metric key in summary.json, row label); a row appears when any system has the metric
 ROWS = (

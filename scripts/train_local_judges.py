@@ -14,10 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from negotiax.judges.local import HEADS_DIR
-    from negotiax.judges.local_train import TrainConfig
+    from negotiax.judges.local.judge import HEADS_DIR
+    from negotiax.judges.local.train import JudgeTrainConfig
 
-    d = TrainConfig()
+    d = JudgeTrainConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("NEGOTIAX_DATA_DIR", ROOT.parent / "shared" / "data"))
     p.add_argument("--out", default=str(HEADS_DIR), help="folder for local-<kind>.{safetensors,json,md}")
@@ -51,8 +51,8 @@ KIND_DEFAULTS = {
 
 
 def config_for(kind: str, args: argparse.Namespace):
-    """The TrainConfig of one kind: options given on the command line, else KIND_DEFAULTS, else TrainConfig's."""
-    from negotiax.judges.local_train import TrainConfig
+    """The JudgeTrainConfig of one kind: options given on the command line, else KIND_DEFAULTS, else JudgeTrainConfig's."""
+    from negotiax.judges.local.train import JudgeTrainConfig
 
     given = {"n_train": args.n_train, "n_val": args.n_val, "max_tokens": args.max_tokens,
              "max_context_tokens": args.max_context_tokens, "layers": tuple(args.layers) if args.layers else None,
@@ -60,7 +60,7 @@ def config_for(kind: str, args: argparse.Namespace):
     options = {**KIND_DEFAULTS[kind], **{k: v for k, v in given.items() if v is not None}}
     if options["n_test"] == "all":
         options["n_test"] = None
-    return TrainConfig(**options, poolings=tuple(args.poolings), batch_size=args.batch_size,
+    return JudgeTrainConfig(**options, poolings=tuple(args.poolings), batch_size=args.batch_size,
                        cache_dir=args.cache_dir or None, feature_model_name=args.model_name,
                        feature_model_load_name=args.model)
 
@@ -69,8 +69,8 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = parse_args(argv)
     from negotiax import load_backbone
-    from negotiax.judges.local_card import write_model_card
-    from negotiax.judges.local_train import train_judge
+    from negotiax.judges.local.card import write_model_card
+    from negotiax.judges.local.train import train_judge
 
     model, tokenizer = load_backbone(name_or_path=args.model, device="cpu", dtype="float32")
     for kind in args.kinds:

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from negotiax.backbone import load_backbone
 from negotiax.data import Example, default_data_dir
-from negotiax.generate import generate
-from negotiax.metrics import refusal_rate
-from negotiax.negotiation import negotiation_profile, summarize
+from negotiax.generation.generate import generate
+from negotiax.evaluation.metrics import refusal_rate
+from negotiax.evaluation.negotiation import negotiation_profile, summarize
 from negotiax.recipe import load_recipe
 from negotiax.saving import load_circuit
-from negotiax.train.pipeline import train_from_recipe
+from negotiax.pipeline import train_from_recipe
 
 N = 48
 

@@ -19,7 +19,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from negotiax import CircuitConfig, attach
 from negotiax.data import Collator
 from negotiax.train.config import TrainConfig
-from negotiax.train.pipeline import process_sampler
+from negotiax.pipeline import process_sampler
 from negotiax.train.steps import CollatedSteps
 from negotiax.train.trainer import Trainer
 

@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from negotiax.data import (DataConfig, Source, load_alpaca, load_alpaca_eval, load_beavertails,
-                           load_beavertails_eval, load_pku_dpo, load_source, load_train_sets, load_truthfulqa)
+from negotiax.data import DataConfig, Source, load_alpaca, load_alpaca_eval, load_beavertails, load_beavertails_eval, load_pku_dpo, load_source, load_train_sets, load_truthfulqa
 
 
 def _json(tmp_path, name, data):

@@ -6,9 +6,7 @@ import csv
 import pytest
 
 from negotiax.data.config import PKU_SAFE_TRAIN
-from negotiax.data import (DataConfig, load_alpaca, load_alpaca_eval, load_beavertails, load_beavertails_eval,
-                           load_pku_dpo, load_pku_pairs, load_pku_raw, load_test_sets, load_train_sets,
-                           load_truthfulqa, benign_prompts, normalize_prompt, split_questions)
+from negotiax.data import DataConfig, load_alpaca, load_alpaca_eval, load_beavertails, load_beavertails_eval, load_pku_dpo, load_pku_pairs, load_pku_raw, load_test_sets, load_train_sets, load_truthfulqa, benign_prompts, normalize_prompt, split_questions
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +94,7 @@ def test_train_sets_drop_test_prompts(train_sets, test_sets, data_dir):
         assert examples and all(ex.response for ex in examples)
         assert not {normalize_prompt(ex.prompt) for ex in examples} & blocked, objective
     # The default harmless data: safety-tuned-llamas, and only the refusing safe answers of the PKU files.
-    from negotiax.metrics import refusal
+    from negotiax.evaluation.metrics import refusal
 
     files = train_sets.stats["harmless"]["files"]
     assert "safety_tuned_llamas/safety_only_data_Instructions.json" in files

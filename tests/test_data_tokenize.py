@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from negotiax.data import (IGNORE, Collator, Example, TokenizedDataset, completion_text, encode_prompt,
-                           format_prompt, load_alpaca, load_truthfulqa, tokenize_example)
+from negotiax.data import IGNORE, Collator, Example, TokenizedDataset, completion_text, encode_prompt, format_prompt, load_alpaca, load_truthfulqa, tokenize_example
 
 
 def _check_masks(tok, example: Example, feats: dict, template: str) -> None:

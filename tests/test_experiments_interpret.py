@@ -10,7 +10,8 @@ import torch
 from negotiax import CircuitConfig, attach
 from negotiax.data import DataConfig
 from negotiax.experiments import geometry, routing
-from negotiax.experiments.common import clean, write_json
+from negotiax.experiments.common import clean, jsonable
+from negotiax.io import write_json
 from negotiax.experiments.interpret import InterpretConfig, interpret, write_figures
 from negotiax.experiments.probe import ProbeConfig
 from negotiax.experiments.trajectories import pooled_hidden_states
@@ -90,7 +91,7 @@ def test_interpret_figures_and_json(result, tmp_path):
     for path in figures.values():
         data = open(path, "rb").read()
         assert data[:4] == b"\x89PNG" and len(data) > 5_000
-    write_json(result, tmp_path / "interpret.json")
+    write_json(tmp_path / "interpret.json", result, default=jsonable, allow_nan=False)
     assert json.loads((tmp_path / "interpret.json").read_text())["heatmap"]["harmful"]["n"] == 6
 
 

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from conftest import tiny_config, tiny_model
-from negotiax.branched import decode
+from negotiax.generation.branched import decode
 from negotiax.cli import main as cli_main
-from negotiax.experiments.profile import (ProfileConfig, VariantSetup, profile, profile_inference, render,
-                                          synthetic_batch)
+from negotiax.experiments.profile import ProfileConfig, VariantSetup, profile, profile_inference, render, synthetic_batch
 
 SMALL = dict(circuit={"rank": 4, "head_dim": 8}, batch_sizes=[1, 3], prompt_lengths=[8], new_tokens=5,
              repeats=2, warmup=0, train_steps=1, train_batch=2, train_length=12)

@@ -10,10 +10,11 @@ from conftest import tiny_config
 from negotiax import CircuitConfig, attach
 from negotiax.cli import main as cli_main
 from negotiax.data import DataConfig
-from negotiax.experiments.common import clean, write_json
+from negotiax.experiments.common import clean, jsonable
+from negotiax.io import write_json
 from negotiax.experiments.probe import ProbeConfig, load_probes
 from negotiax.experiments.sweep import SweepConfig, plot_sweep, preference_sweep, sweep_points
-from negotiax.metrics import reference_nll
+from negotiax.evaluation.metrics import reference_nll
 
 
 def tiny_vocab_model(tokenizer, family="llama", seed=0):
@@ -77,7 +78,7 @@ def test_preference_sweep_alpha_follows_beta(smol_tokenizer, probes, tmp_path):
     assert set(result["pareto"]) <= set(points) and result["pareto"]
     png = plot_sweep(result, tmp_path / "sweep.png")
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
-    write_json(clean(result), tmp_path / "sweep.json")
+    write_json(tmp_path / "sweep.json", clean(result), default=jsonable, allow_nan=False)
     assert json.loads((tmp_path / "sweep.json").read_text())["points"][0]["label"] == "beta=0"
 
 

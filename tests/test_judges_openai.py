@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 
 from negotiax.judges.cache import CachedJudge, JudgeCache
-from negotiax.judges.openai_judges import (OpenAIInfoJudge, OpenAIPairwiseJudge, OpenAISafetyJudge,
-                                           OpenAITruthJudge, parse_choice, yes_probability)
+from negotiax.judges.openai_judges import OpenAIInfoJudge, OpenAIPairwiseJudge, OpenAISafetyJudge, OpenAITruthJudge, parse_choice, yes_probability
 from openai_server import JudgeServer
 
 

@@ -10,14 +10,14 @@ import pytest
 
 from conftest import tiny_model
 from negotiax.data.config import DEFAULT_TRAIN
-from negotiax.judges import local_data as data
+from negotiax.judges.local import data as data
 from negotiax.judges.base import JUDGES, make_judge
-from negotiax.judges.local import HEADS_DIR, LocalHead, LocalJudge, identity_mismatch
-from negotiax.judges.local_features import FeatureCache, FeatureSpec, encode, extract, feature_model_identity
-from negotiax.judges.local_train import TrainConfig, safety_splits, train_judge, truthfulqa_splits
+from negotiax.judges.local.judge import HEADS_DIR, LocalHead, LocalJudge, identity_mismatch
+from negotiax.judges.local.features import FeatureCache, FeatureSpec, encode, extract, feature_model_identity
+from negotiax.judges.local.train import JudgeTrainConfig, safety_splits, train_judge, truthfulqa_splits
 
 KINDS = ("safety", "truth", "info")
-ALL_ROWS = TrainConfig(n_train=None, n_val=None, n_test=None)
+ALL_ROWS = JudgeTrainConfig(n_train=None, n_val=None, n_test=None)
 
 
 # The checks below read the data files with the standard library and normalise/hash texts by hand, so they do
@@ -175,7 +175,7 @@ def test_safety_head_files_are_not_policy_training_files():
 def test_shipped_card_lists_what_the_split_fits_on(kind, data_dir):
     """The card's list is the real one: rebuilding the split from its config gives the same questions."""
     card = json.loads((HEADS_DIR / f"local-{kind}.json").read_text())
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card["training"]["config"].items()})
+    cfg = JudgeTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in card["training"]["config"].items()})
     splits, _ = truthfulqa_splits(data_dir, kind, cfg)
     fitted = {_hash(r["context"]) for part in ("train", "val") for r in splits[part]}
     assert fitted == set(card["training"]["trained_question_sha256_16"])
@@ -244,7 +244,7 @@ def _slice_items(kind: str, card: dict, data_dir) -> tuple[list[dict], np.ndarra
         picked = [rows[i] for i in s["test_file_rows"]]
         return [{"prompt": r["context"], "response": r["answer"]} for r in picked], np.array([r["label"] for r in picked])
     cfg = card["training"]["config"]
-    cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+    cfg = JudgeTrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     test = truthfulqa_splits(data_dir, kind, cfg)[0]["test"]
     picked = [test[i] for i in s["test_split_positions"]]
     return [{"question": r["context"], "answer": r["answer"]} for r in picked], np.array([r["label"] for r in picked])
@@ -253,7 +253,7 @@ def _slice_items(kind: str, card: dict, data_dir) -> tuple[list[dict], np.ndarra
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_shipped_head_reproduces_card_slice(kind, data_dir, smollm2):
-    from negotiax.judges.local_train import binary_metrics
+    from negotiax.judges.local.train import binary_metrics
 
     model, tokenizer = smollm2
     judge = make_judge(f"local-{kind}", model=model, tokenizer=tokenizer)
@@ -270,10 +270,10 @@ def test_shipped_head_reproduces_card_slice(kind, data_dir, smollm2):
 
 @pytest.mark.slow
 def test_retrain_on_a_tiny_slice(data_dir, smollm2, tmp_path):
-    from negotiax.judges.local_card import write_model_card
+    from negotiax.judges.local.card import write_model_card
 
     model, tokenizer = smollm2
-    cfg = TrainConfig(n_train=40, n_val=16, n_test=24, layers=(2, 3), poolings=("mean", "last"), cs=(0.1,),
+    cfg = JudgeTrainConfig(n_train=40, n_val=16, n_test=24, layers=(2, 3), poolings=("mean", "last"), cs=(0.1,),
                       cache_dir=str(tmp_path / "cache"), slice_size=8, max_tokens=48, max_context_tokens=16)
     card = train_judge("safety", data_dir, tmp_path, model, tokenizer, cfg)
     assert card["training"]["n_train"] == 40 and card["features"]["layer"] in (2, 3)

@@ -12,7 +12,7 @@ from negotiax.train.config import TrainConfig
 from negotiax.train.module import CircuitTrainModule
 from negotiax.train.schedule import lr_factor
 from negotiax.train.trainer import Trainer
-from test_train_loop import HandBuiltSteps
+from test_train_trainer import HandBuiltSteps
 
 
 @pytest.mark.parametrize("key,value,message", [

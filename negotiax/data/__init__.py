@@ -2,8 +2,7 @@
 from .alpaca import load_alpaca, load_alpaca_eval
 from .batching import Collator, TokenizedDataset, tokenize_sets
 from .config import DataConfig, Source
-from .formatting import (IGNORE, completion_text, encode_prompt, format_prompt, resolve_template,
-                         tokenize_example)
+from .formatting import IGNORE, completion_text, encode_prompt, format_prompt, resolve_template, tokenize_example
 from .loading import DataSets, benign_prompts, load_test_sets, load_train_sets
 from .records import normalize_prompt
 from .safety import load_beavertails, load_beavertails_eval, load_pku_dpo, load_pku_pairs, load_pku_raw

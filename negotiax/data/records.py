@@ -6,7 +6,6 @@ file's first data row after the header).
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import re
@@ -14,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..io import read_jsonl
 from .schema import Example
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,10 @@ def _read_json(path: Path) -> list[dict | BadRow]:
 
 
 def _read_jsonl(path: Path) -> list[dict | BadRow]:
-    rows: list[dict | BadRow] = []
-    with path.open(encoding="utf-8-sig") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                rows.append(BadRow(f"not valid JSON ({err.msg} at column {err.colno})"))
-                continue
-            rows.append(row if isinstance(row, dict) else
-                        BadRow(f"expected a JSON object, got {type(row).__name__}"))
-    return rows
+    rows = read_jsonl(path, encoding="utf-8-sig",
+                      bad_line=lambda _, err: BadRow(f"not valid JSON ({err.msg} at column {err.colno})"))
+    return [row if isinstance(row, (dict, BadRow)) else BadRow(f"expected a JSON object, got {type(row).__name__}")
+            for row in rows]
 
 
 def _read_csv(path: Path) -> list[dict | BadRow]:
@@ -187,15 +178,6 @@ def parse_rows(rows: list[dict | BadRow], where: str, parse: RowParser, skip_bad
 
 
 _SPACE = re.compile(r"\s+")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in blocks (data files are recorded with their hashes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def normalize_prompt(prompt: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from . import alpaca, safety, truthfulqa
 from .config import Source
+from .hub import HubUnavailable, hub_rows
 from .records import parse_rows, read_rows, require_columns
 from .schema import Example
 
@@ -126,8 +127,6 @@ def load_source(source: Source, objective: str, data_dir: Path | None, skip_bad_
         return parse_source_rows(rows, source.format, str(path), objective, skip_bad_rows, stats)
     hub_id = hub_id_of(source)
     if hub_id:
-        from .hub import HubUnavailable, hub_rows
-
         try:
             rows = hub_rows(hub_id, source.hub_config, source.hub_split)
             fmt = source.hub_format or source.format

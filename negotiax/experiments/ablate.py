@@ -2,7 +2,7 @@
 
 Every entry is the base recipe with a few circuit settings changed, trained with `train_from_recipe`
 (resumable: a finished run is reused) into <output_dir>/<name>, then generated and scored with
-`negotiax.generate.generate` and `negotiax.evaluate.evaluate` on the recipe's test sets. `base` needs no
+`negotiax.generation.generate` and `negotiax.evaluation.evaluate` on the recipe's test sets. `base` needs no
 training; `branched` decodes with the pathways circuit of the `pathways` entry (or trains its own with
 `branched_source: own`: the trainer then fits pathway o on objective o's batches alone) and is scored with
 the preference-combined log-probs (`BranchedLM`). `sft-lora` is the baseline users would pick instead: no
@@ -11,18 +11,20 @@ carries its trainable parameters and training tokens/s. Output: ablation.{md,csv
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..attach import Attachment
-from ..config import load_config
-from ..recipe import Recipe, load_recipe
+from safetensors import safe_open
+
 from ..backbone import load_backbone
-from ..train.pipeline import sft_lora_recipe, train_summary, with_lora
-from .common import add_config_arguments, overrides_from, clean, markdown_table, pyplot, write_csv, write_json
+from ..data import load_test_sets
+from ..io import markdown_table, pyplot, save_figure, write_json
+from ..pipeline import evaluate_system, sft_lora_recipe, train_from_recipe, train_summary, with_lora
+from ..recipe import Recipe, load_recipe
+from ..saving import load_circuit
+from .common import cells, clean, jsonable, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -123,26 +125,8 @@ def _circuit_dir(entry: Entry, recipe: Recipe, cfg: AblateConfig) -> Path | None
     return Path(recipe.output_dir) / "circuit"
 
 
-def _generate_and_score(model, tokenizer, entry: Entry, recipe: Recipe, attachment: Attachment | None,
-                        tests: dict, run_dir: Path) -> dict:
-    from ..branched import BranchedLM
-    from ..evaluate import evaluate
-    from ..generate import generate
-
-    examples = [ex for objective in tests for ex in tests[objective]]
-    branched = entry.circuit["variant"] == "branched"
-    rows = generate(model, tokenizer, examples, recipe.generate, run_dir / "generations.jsonl", attachment=attachment,
-                    branched=branched)
-    scorer = BranchedLM(model, attachment) if branched else model
-    return evaluate(rows, tests, recipe.eval, model=scorer, tokenizer=tokenizer, attachment=attachment,
-                    out_dir=run_dir / "eval", decoding=recipe.generate.decoding())
-
-
 def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig, tests: dict) -> dict:
     """Train (unless base / reused branched), then generate and evaluate one entry; reuses finished results."""
-    from ..saving import load_circuit
-    from ..train.pipeline import train_from_recipe
-
     run_dir = Path(recipe.output_dir)
     circuit_dir = _circuit_dir(entry, recipe, cfg)
     needs_training = (circuit_dir is not None or entry.kind == SFT_LORA) and \
@@ -157,7 +141,9 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
     # sft-lora decodes with its adapter on a copy of the backbone: the shared one stays unchanged.
     entry_model = with_lora(load_backbone(recipe.model)[0], run_dir) if entry.kind == SFT_LORA else model
     try:  # finished generations and results are reused only when their fingerprints match (negotiax.fingerprint)
-        results = _generate_and_score(entry_model, tokenizer, entry, recipe, attachment, tests, run_dir)
+        _, results = evaluate_system(entry_model, tokenizer, tests, recipe.generate, recipe.eval,
+                                     run_dir / "generations.jsonl", run_dir / "eval", attachment=attachment,
+                                     branched=entry.circuit["variant"] == "branched", score_rows=True)
     finally:
         if attachment is not None:
             attachment.detach()
@@ -173,8 +159,6 @@ def _params(circuit_dir: Path | None) -> int:
     """Parameters of a saved circuit, read from the safetensors header (0 for the base model)."""
     if circuit_dir is None:
         return 0
-    from safetensors import safe_open
-
     total = 0
     with safe_open(str(circuit_dir / "circuit.safetensors"), "pt") as f:
         for key in f.keys():
@@ -187,8 +171,6 @@ def _params(circuit_dir: Path | None) -> int:
 
 def ablate(cfg: AblateConfig, model=None, tokenizer=None) -> dict:
     """Run the grid; returns {entries: [...], metrics: [...]} and writes the table and plot."""
-    from ..data import load_test_sets
-
     overrides = list(cfg.recipe_overrides)
     base = load_recipe(cfg.recipe, overrides)
     if base.train.lora:
@@ -233,8 +215,9 @@ def write_outputs(result: dict, out: Path) -> None:
              "train tok/s": _rate(e.get("train_tokens_per_s")),
              **{m: _cell(e["metrics"].get(m)) for m in metrics}} for e in result["entries"]]
     out.mkdir(parents=True, exist_ok=True)
+    columns = ["entry", "what", "params", "train tok/s", *metrics]
     (out / "ablation.md").write_text("# Ablation\n\nEach cell: value [95% bootstrap interval] (n).\n\n"
-                                     + markdown_table(rows, ["entry", "what", "params", "train tok/s", *metrics]))
+                                     + markdown_table(columns, cells(rows, columns)) + "\n")
     flat = []
     for e in result["entries"]:
         row = {"entry": e["name"], "params": e["params"], "train_tokens_per_s": e.get("train_tokens_per_s")}
@@ -246,7 +229,7 @@ def write_outputs(result: dict, out: Path) -> None:
     cols = ["entry", "params", "train_tokens_per_s"] + [c for m in metrics for c in (m, f"{m}_ci_low", f"{m}_ci_high", f"{m}_n")]
     write_csv(flat, cols, out / "ablation.csv")
     result["figure"] = str(plot_ablation(result, out / "ablation.png"))
-    write_json(result, out / "ablation.json")
+    write_json(out / "ablation.json", result, default=jsonable, allow_nan=False)
 
 
 def plot_ablation(result: dict, path: Path) -> Path:
@@ -269,21 +252,4 @@ def plot_ablation(result: dict, path: Path) -> Path:
         ax.set_title(m, fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     fig.suptitle("variants and ablations (95% bootstrap intervals)", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--recipe", help="the base recipe YAML every entry starts from")
-    parser.add_argument("--output-dir", help="where the entries' runs and the table go")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(AblateConfig, args.config, overrides_from(args, recipe="recipe", output_dir="output_dir"))
-    ablate(cfg)
-    log.info("wrote %s", Path(cfg.output_dir) / "ablation.md")
-    return 0
+    return save_figure(fig, path)

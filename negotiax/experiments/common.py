@@ -1,9 +1,7 @@
 """Helpers shared by the experiments: loading a backbone (weights or config only), writing artefacts."""
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import logging
 import math
 from pathlib import Path
@@ -11,16 +9,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
 
-from ..backbone import ModelConfig, load_backbone, resolve_device, resolve_dtype
+from ..backbone import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
 
 def model_from_config(path: str | Path, device: str = "auto", dtype: str = "auto", seed: int = 0) -> nn.Module:
     """A randomly initialised model from a hub `config.json` (file or folder): shapes without weights."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"--model-config {path}: no such config.json file or folder")
@@ -32,19 +29,9 @@ def model_from_config(path: str | Path, device: str = "auto", dtype: str = "auto
     return model.eval().requires_grad_(False)
 
 
-def load_model(name_or_path: str = "smollm2", device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) with real weights through the project's loader."""
-    return load_backbone(ModelConfig(name_or_path=name_or_path, device=device, dtype=dtype))
-
-
-def write_json(data: Any, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, default=_jsonable, allow_nan=False) + "\n")
-    return path
-
-
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`default` of io.write_json for the experiments' results: tensors become lists; anything else unknown
+    is an error (results hold numbers, not their string forms)."""
     if isinstance(value, torch.Tensor):
         return value.tolist()
     if isinstance(value, Path):
@@ -71,11 +58,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict], columns: list[str], headers: list[str] | None = None) -> str:
-    headers = headers or columns
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+def cells(rows: list[dict], columns: list[str]) -> list[list[str]]:
+    """The rows' values in `columns`, formatted for io.markdown_table."""
+    return [[fmt(r.get(c)) for c in columns] for r in rows]
 
 
 def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
@@ -87,26 +72,3 @@ def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
     return path
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML file of this experiment's settings (see configs/experiments/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override settings, e.g. repeats=5")
-
-
-def overrides_from(args: argparse.Namespace, **flags: str) -> list[str]:
-    """The positional key=value overrides plus one `key=value` for each given flag (flag name -> config key)."""
-    overrides = list(args.overrides)
-    for flag, key in flags.items():
-        value = getattr(args, flag, None)
-        if value:
-            overrides.append(f"{key}={value}")
-    return overrides
-
-
-def pyplot():
-    """matplotlib with the headless Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

@@ -18,7 +18,10 @@ from torch import nn
 
 from ..attach import attach
 from ..data import Example
+from ..pipeline import build_data
 from ..recipe import Recipe
+from ..train.backbone_setup import prepare_backbone
+from ..train.trainer import Trainer
 from .probe import HIGHER_IS_BETTER, ProbeConfig, measure
 
 log = logging.getLogger(__name__)
@@ -29,9 +32,6 @@ OBJECTIVE_METRIC = {"helpful": "ref_nll", "harmless": "refusal_harmful", "honest
 
 def _train(model: nn.Module, tokenizer, attachment, recipe: Recipe, objectives: list[str], steps: int,
            run_dir: Path) -> None:
-    from ..train.pipeline import build_data
-    from ..train.trainer import Trainer
-
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh stage, never a resume of an older one
     train_cfg = replace(recipe.train, steps=steps, save_every=0, eval_holdout=0, progress=False)
     source, _ = build_data(replace(recipe, train=train_cfg), tokenizer, objectives)
@@ -47,9 +47,7 @@ def _scores(model, tokenizer, probes, probe_cfg, attachment, objectives) -> dict
 def forgetting(model: nn.Module, tokenizer, recipe: Recipe, probes: dict[str, list[Example]],
                probe_cfg: ProbeConfig, steps: int, out_dir: str | Path) -> dict:
     """Train jointly and sequentially from the same start; metrics of every objective after each."""
-    from ..train.backbone_setup import prepare_backbone
-
-    if recipe.circuit.variant == "base":
+    if not recipe.circuit.has_circuit:
         raise ValueError("forgetting needs a trainable circuit; circuit.variant is 'base'")
     out_dir = Path(out_dir)
     objectives = list(recipe.circuit.objectives)

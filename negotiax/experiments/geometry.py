@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attach import Attachment, find_attention, find_decoder_layers
+from ..attach import Attachment, capture, site_modules
+from ..backbone import padding_side
 from ..circuit import Circuit
 
 
@@ -68,38 +69,21 @@ def mean_shifts(model: nn.Module, tokenizer, attachment: Attachment, texts: list
                 batch_size: int = 8) -> dict[str, torch.Tensor]:
     """Per site: (N, d) mean of z_i - h over the real tokens of `texts`, captured at the site's input h."""
     circuit = attachment.circuit
-    layers = find_decoder_layers(model, circuit.cfg.layers_path)
     sums = {k: torch.zeros(circuit.cfg.n_objectives, circuit.hidden_size, dtype=torch.float64) for k in circuit.sites}
-    mask_box: dict[str, torch.Tensor] = {}
-    handles = []
-
-    def capture(key, module, args, output):
-        h = (output[0] if isinstance(output, tuple) else output).float()
-        site = circuit.sites[key]
-        deltas = site.pathways.deltas(h.to(site.bias.dtype))  # (B, S, N, d)
-        m = mask_box["mask"].to(deltas.dtype)[:, :, None, None]
-        sums[key] += (deltas * m).sum((0, 1)).double().cpu()
-
-    for key in circuit.sites:
-        block = layers[int(key)]
-        target = block if circuit.cfg.site == "block" else find_attention(block)
-        # prepend: see the site's own output h, before the circuit's hook replaces it with h'.
-        handles.append(target.register_forward_hook(lambda m, a, o, k=key: capture(k, m, a, o), prepend=True))
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
     device = next(model.parameters()).device
     n_tokens = 0
-    try:
+    # prepend: see the site's own output h, before the circuit's hook replaces it with h'.
+    with padding_side(tokenizer, "right"), capture(site_modules(model, circuit), prepend=True) as captured:
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(device)
-            mask_box["mask"] = enc["attention_mask"]
             model(**enc, use_cache=False, logits_to_keep=1)
             n_tokens += int(enc["attention_mask"].sum())
-    finally:
-        tokenizer.padding_side = side
-        for h in handles:
-            h.remove()
+            for key, h in captured.items():
+                site = circuit.sites[key]
+                deltas = site.pathways.deltas(h.float().to(site.bias.dtype))  # (B, S, N, d)
+                m = enc["attention_mask"].to(deltas.dtype)[:, :, None, None]
+                sums[key] += (deltas * m).sum((0, 1)).double().cpu()
     return {k: (v / max(n_tokens, 1)).float() for k, v in sums.items()}
 
 

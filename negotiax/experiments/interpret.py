@@ -8,20 +8,22 @@ recipe). Writes one PNG per analysis and interpret.json with every number behind
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from torch import nn
 
-from ..attach import Attachment
-from ..config import load_config
+from ..attach import Attachment, preference
+from ..backbone import load_backbone
 from ..data import DataConfig, benign_prompts, format_prompt, load_test_sets
-from ..negotiation import NEGOTIATING, summarize
+from ..evaluation.negotiation import profiles_by_group, summarize
+from ..io import write_json
+from ..recipe import load_recipe
 from ..saving import load_circuit
 from . import geometry, routing, trajectories
-from .common import add_config_arguments, overrides_from, clean, load_model, write_json
+from .common import clean, jsonable
+from .forgetting import forgetting
 from .interpret_plots import PLOTS
 from .probe import ProbeConfig, load_probes, measure
 
@@ -77,22 +79,17 @@ def interventions(model: nn.Module, tokenizer, attachment: Attachment, probes, c
     circuit = attachment.circuit
     saved = circuit.preference()
     out = {}
-    try:
-        for muted in [None, *circuit.objectives]:
-            circuit.set_preference(saved)
-            if muted:
-                circuit.mute(muted)
+    for muted in [None, *circuit.objectives]:
+        with preference(attachment, {**saved, muted: float("-inf")} if muted else saved):
             out[muted or "none"] = measure(model, tokenizer, probes, cfg, attachment)
-            log.info("mute %s: %s", muted or "none", {k: v["value"] for k, v in out[muted or "none"]["metrics"].items()})
-    finally:
-        circuit.set_preference(saved)
+        log.info("mute %s: %s", muted or "none", {k: v["value"] for k, v in out[muted or "none"]["metrics"].items()})
     return out
 
 
 def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: InterpretConfig) -> dict:
     """Run the configured analyses on an attached circuit; returns every number (no files written)."""
     circuit = attachment.circuit
-    negotiating = circuit.cfg.variant in NEGOTIATING
+    negotiating = circuit.cfg.has_negotiation
     template = cfg.probe.template
     result: dict = {"objectives": circuit.objectives, "variant": circuit.cfg.variant, "layers": circuit.layers,
                     "settings": asdict(cfg)}
@@ -106,7 +103,8 @@ def interpret(model: nn.Module, tokenizer, attachment: Attachment, cfg: Interpre
         result["trajectories"] = trajectories.trajectory_summary(states, point_layers=_point_layers(circuit, states))
     if negotiating and {"heatmap", "blind_spots"} & set(cfg.analyses):
         prompts = {g: t[:cfg.n_prompts] for g, t in raw.items()}
-        profiles = routing.profiles_by_group(model, tokenizer, attachment, prompts, template, cfg.batch_size)
+        profiles = profiles_by_group(model, tokenizer, attachment, prompts, template=template,
+                                     batch_size=cfg.batch_size)
         alphas = {g: p.decision for g, p in profiles.items()}  # where the answer is decided
         result["negotiation"] = summarize(profiles, routing.EXPECTED, circuit.objectives)
         if "heatmap" in cfg.analyses:
@@ -134,9 +132,6 @@ def _point_layers(circuit, states) -> list[int]:
 
 
 def run_forgetting(model, tokenizer, cfg: InterpretConfig) -> dict:
-    from ..recipe import load_recipe
-    from .forgetting import forgetting
-
     recipe = load_recipe(cfg.forgetting_recipe)
     probes = load_probes(cfg.data, cfg.probe)
     return forgetting(model, tokenizer, recipe, probes, cfg.probe, cfg.forgetting_steps,
@@ -155,7 +150,7 @@ def run_interpret(cfg: InterpretConfig) -> dict:
     """Load model and circuit, run the analyses, write interpret.json and the figures."""
     if not cfg.circuit_dir and set(cfg.analyses) - {"forgetting"}:
         raise ValueError("circuit_dir is not set: give the folder of a trained circuit (e.g. runs/<name>/circuit)")
-    model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, tokenizer = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     result: dict = {}
     if cfg.circuit_dir and set(cfg.analyses) - {"forgetting"}:
         attachment = load_circuit(cfg.circuit_dir, model)
@@ -169,18 +164,6 @@ def run_interpret(cfg: InterpretConfig) -> dict:
     result = clean(result)
     out = Path(cfg.output_dir)
     result["figures"] = write_figures(result, out)
-    write_json(result, out / "interpret.json")
+    write_json(out / "interpret.json", result, default=jsonable, allow_nan=False)
     log.info("wrote %s and %d figures", out / "interpret.json", len(result["figures"]))
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--circuit", help="folder of a trained circuit (overrides circuit_dir)")
-    parser.add_argument("--output-dir", help="where interpret.json and the figures go")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
-    run_interpret(load_config(InterpretConfig, args.config, overrides))
-    return 0

@@ -5,16 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import pyplot
-
-
-def _save(fig, plt, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+from ..io import pyplot, save_figure
 
 
 def _matrix(ax, values, rows, cols, title, vmin=0.0, vmax=1.0, cmap="viridis"):
@@ -54,7 +45,7 @@ def plot_trajectories(result: dict, path: Path) -> Path:
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_heatmap(result: dict, path: Path) -> Path:
@@ -68,7 +59,7 @@ def plot_heatmap(result: dict, path: Path) -> Path:
                  "mean negotiation weight α over real tokens", vmin=0.0, vmax=max(1.0 / len(objectives) * 2, 0.01))
     fig.colorbar(im, ax=ax)
     ax.set(xlabel="objective", ylabel="prompt type")
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 METRIC_LABELS = {"refusal_harmful": "refusal, harmful (↑)", "over_refusal_benign": "over-refusal, benign (↓)",
@@ -97,7 +88,7 @@ def plot_interventions(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 4))
     _bar_panels(axes, conds, metrics)
     fig.suptitle("causal interventions: mute one objective at a time (95% bootstrap intervals)", fontsize=11)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_geometry(result: dict, path: Path) -> Path:
@@ -117,7 +108,7 @@ def plot_geometry(result: dict, path: Path) -> Path:
             rnd = shift["random_baseline"]["mean_abs"]
             _matrix(row[2], shift["shift_cosine"], objectives, objectives,
                     f"cosine of mean shifts z_i - h (random |cos|: {rnd:.3f})", vmin=-1.0, vmax=1.0, cmap="coolwarm")
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_blind_spots(result: dict, path: Path) -> Path:
@@ -131,7 +122,7 @@ def plot_blind_spots(result: dict, path: Path) -> Path:
     ax.set(xlabel="normalised entropy of α (1 = no objective decides)", ylabel="prompts",
            title="blind spots: uncertain or misrouted negotiation")
     ax.legend(fontsize=8)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_forgetting(result: dict, path: Path) -> Path:
@@ -146,7 +137,7 @@ def plot_forgetting(result: dict, path: Path) -> Path:
         _bar_panels([ax], {c: {o: m[o]} for c, m in conds.items()}, [o])
         ax.set_title(f"{o}: {f['metric'][o]}", fontsize=10)
     fig.suptitle("catastrophic forgetting: joint vs one objective after another", fontsize=11)
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 PLOTS = {"trajectories": plot_trajectories, "heatmap": plot_heatmap, "interventions": plot_interventions,

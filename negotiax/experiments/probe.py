@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from ..attach import Attachment
-from ..data import DataConfig, Example, benign_prompts, format_prompt, load_test_sets
-from ..generate import generate
-from ..generate_config import GenerationConfig
-from ..metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
-from ..negotiation import negotiation_profile
+from ..data import DataConfig, Example, benign_prompts, load_test_sets
+from ..evaluation.metrics import bootstrap_ci, mc_scores, reference_nll, refusal_rate
+from ..evaluation.negotiation import profiles_by_group
+from ..generation.config import GenerationConfig
+from ..generation.generate import generate
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,12 @@ def _entry(values: list[float], n_boot: int) -> dict:
 def negotiation_by_set(model: nn.Module, tokenizer, attachment: Attachment | None, probes: dict[str, list[Example]],
                        template: str, batch_size: int) -> dict[str, dict[str, float]] | None:
     """Mean α at the decision position per probe set, or None when the circuit has no negotiation."""
-    if attachment is None or attachment.circuit.cfg.variant not in ("mac", "negotiax"):
+    if attachment is None or not attachment.circuit.cfg.has_negotiation:
         return None
-    out = {}
-    for name, examples in probes.items():
-        prompts = [ex.prompt for ex in examples]
-        mean = negotiation_profile(model, tokenizer, attachment, prompts, template=template,
-                                   batch_size=batch_size).decision.mean(0)
-        out[name] = {o: float(v) for o, v in zip(attachment.circuit.objectives, mean)}
-    return out
+    groups = {name: [ex.prompt for ex in examples] for name, examples in probes.items()}
+    profiles = profiles_by_group(model, tokenizer, attachment, groups, template=template, batch_size=batch_size)
+    return {name: {o: float(v) for o, v in zip(attachment.circuit.objectives, p.decision.mean(0))}
+            for name, p in profiles.items()}
 
 
 @torch.inference_mode()

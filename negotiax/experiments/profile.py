@@ -1,6 +1,6 @@
 """`negotiax profile`: parameters, training and inference throughput, latency and peak memory per variant.
 
-Every variant decodes through the same loop (`negotiax.branched.decode`), greedy, with a KV cache, so the
+Every variant decodes through the same loop (`negotiax.generation.branched.decode`), greedy, with a KV cache, so the
 numbers compare like with like. Prompts are synthetic token ids of chosen lengths (rows of one batch get
 different lengths, left-padded, so padding is exercised); what is counted:
 
@@ -18,7 +18,7 @@ Circuits are fresh unless `circuit_dirs` names trained ones: the arithmetic, and
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import gc
 import logging
 import statistics
@@ -31,11 +31,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment, attach
-from ..branched import DecodeResult, decode, eos_ids
+from ..backbone import load_backbone
 from ..circuit import CircuitConfig
-from ..config import load_config
+from ..generation.branched import DecodeResult, decode, eos_ids
+from ..io import markdown_table, write_json
 from ..saving import load_circuit
-from .common import add_config_arguments, overrides_from, clean, load_model, markdown_table, model_from_config, write_json
+from .common import cells, clean, jsonable, model_from_config
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
@@ -143,14 +144,9 @@ class VariantSetup:
 def run_request(model: nn.Module, setup: VariantSetup, ids: torch.Tensor, mask: torch.Tensor, cfg: ProfileConfig,
                 eos: list[int], pad: int) -> DecodeResult:
     weights = torch.full((setup.n_branches,), 1.0 / setup.n_branches)
-    if setup.attachment is not None:
-        setup.attachment.branches = setup.n_branches > 1
-    try:
+    with setup.attachment.branched() if setup.n_branches > 1 else contextlib.nullcontext():
         return decode(model, ids, mask, cfg.new_tokens, eos=eos, pad_id=pad, n_branches=setup.n_branches,
                       weights=weights)
-    finally:
-        if setup.attachment is not None:
-            setup.attachment.branches = False
 
 
 def profile_inference(model: nn.Module, setup: VariantSetup, batch: int, length: int, cfg: ProfileConfig,
@@ -220,7 +216,7 @@ def profile_training(model: nn.Module, setup: VariantSetup, cfg: ProfileConfig, 
 def load_profile_model(cfg: ProfileConfig) -> tuple[nn.Module, str]:
     if cfg.model_config:
         return model_from_config(cfg.model_config, cfg.device, cfg.dtype, cfg.seed), f"config:{cfg.model_config}"
-    model, _ = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, _ = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     return model, cfg.model
 
 
@@ -274,26 +270,20 @@ def render(result: dict) -> str:
              f"{result.get('threads')} CPU threads)", "",
              f"Base parameters: {result['base_params']:,}", ""]
     rows = [{"variant": v, **info} for v, info in result["variants"].items()]
-    lines.append(markdown_table(rows, ["variant", "delta_params", "trainable_params", "delta_percent",
-                                       "train_tokens_per_s", "train_peak_memory_mb"]))
-    lines.append(markdown_table(result["inference"], COLUMNS))
+    columns = ["variant", "delta_params", "trainable_params", "delta_percent", "train_tokens_per_s",
+               "train_peak_memory_mb"]
+    lines.append(markdown_table(columns, cells(rows, columns)) + "\n")
+    lines.append(markdown_table(COLUMNS, cells(result["inference"], COLUMNS)) + "\n")
     method = {r["memory_method"] for r in result["inference"]}
     lines.append(f"Peak memory method: {', '.join(sorted(method))}; memory_delta = peak - level at the start "
                  "of the configuration. Decode tokens exclude each row's first token (from the prefill).")
     return "\n".join(lines) + "\n"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--model-config", help="a hub config.json: profile that shape with random weights")
-    parser.add_argument("--output-dir", help="where profile.json and profile.md go")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = load_config(ProfileConfig, args.config, overrides_from(args, model_config="model_config", output_dir="output_dir"))
+def run_profile(cfg: ProfileConfig) -> Path:
+    """Profile, then write profile.json and profile.md into cfg.output_dir; returns the .md path."""
     result = clean(profile(cfg))
     out = Path(cfg.output_dir)
-    write_json(result, out / "profile.json")
+    write_json(out / "profile.json", result, default=jsonable, allow_nan=False)
     (out / "profile.md").write_text(render(result))
-    log.info("wrote %s and %s", out / "profile.json", out / "profile.md")
-    return 0
+    return out / "profile.md"

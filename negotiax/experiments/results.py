@@ -14,7 +14,6 @@ not run is listed as such, never filled in.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -27,15 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import load_config
+from ..backbone import load_backbone
+from ..data import load_test_sets
+from ..evaluation.report import paired_change, verdict
+from ..io import markdown_table, pyplot, save_figure, write_json
 from ..recipe import load_recipe
-from ..report import paired_change, verdict
-from .ablate import AblateConfig, Entry, entry_recipe, grid, run_entry, slug, write_outputs, metric_names
-from .common import add_config_arguments, clean, markdown_table, overrides_from, pyplot, write_csv, write_json
-from .interpret import InterpretConfig
-from .probe import ProbeConfig
-from .profile import ProfileConfig
-from .sweep import SweepConfig
+from .ablate import AblateConfig, Entry, entry_recipe, grid, metric_names, run_entry, slug, write_outputs
+from .common import cells, clean, write_csv
+from .interpret import InterpretConfig, run_interpret
+from .profile import ProfileConfig, run_profile
+from .sweep import SweepConfig, run_sweep
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,6 @@ def entries(cfg: ResultsConfig) -> list[Entry]:
 
 def run_grid(cfg: ResultsConfig, model=None, tokenizer=None) -> dict:
     """The ablation grid plus seeds and sweeps; ablation.{md,csv,json,png} rewritten after every entry."""
-    from ..backbone import load_backbone
-    from ..data import load_test_sets
-
     acfg = ablate_config(cfg)
     base = load_recipe(cfg.recipe, list(cfg.recipe_overrides))
     out = Path(acfg.output_dir)
@@ -136,15 +133,12 @@ def _log_wall(cfg: ResultsConfig, what: str, seconds: float) -> None:
 def _reusable(out_json: Path, settings: dict) -> bool:
     """A stage's output is reused only when it was made with the same settings (stored next to it)."""
     stored = out_json.parent / "results_settings.json"
-    return out_json.is_file() and stored.is_file() and json.loads(stored.read_text()) == settings
+    normal = json.loads(json.dumps(settings, default=str))  # as stored: tuples become lists, paths strings
+    return out_json.is_file() and stored.is_file() and json.loads(stored.read_text()) == normal
 
 
 def run_stage(cfg: ResultsConfig, stage: str) -> None:
     """sweep / interpret / profile on the grid's circuits; skipped when finished with the same settings."""
-    from .interpret import run_interpret
-    from .profile import profile, render
-    from .sweep import run_sweep
-
     ablate_dir = Path(cfg.output_dir) / "ablate"
     negotiax_circuit = str(ablate_dir / "negotiax" / "circuit")
     out = Path(cfg.output_dir) / stage
@@ -165,10 +159,8 @@ def run_stage(cfg: ResultsConfig, stage: str) -> None:
     elif stage == "interpret":
         run_interpret(sub)
     else:
-        result = clean(profile(sub))
-        write_json(result, out_json)
-        (out / "profile.md").write_text(render(result))
-    write_json(settings, out / "results_settings.json")
+        run_profile(sub)
+    write_json(out / "results_settings.json", settings)
     _log_wall(cfg, stage, time.perf_counter() - start)
 
 
@@ -312,11 +304,7 @@ def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
            title="β front of one circuit vs separately trained systems (same test prompts)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def in_short(heads: list[dict]) -> list[str]:
@@ -347,6 +335,10 @@ def summary_lines(heads: list[dict]) -> list[str]:
             f"- NegotiaX vs LoRA SFT (`sft-lora`): {body('negotiax vs sft-lora')}.",
             f"- Without axis embeddings (A1): {body('negotiax vs A1')}; with a frozen negotiation (A2): "
             f"{body('negotiax vs A2')}."]
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    return markdown_table(columns, cells(rows, columns)) + "\n"
 
 
 def _fmt_change(h: dict) -> str:
@@ -392,7 +384,7 @@ def write_docs(cfg: ResultsConfig) -> Path:
     path = docs / "README.md"
     path.write_text("\n".join(lines) + "\n")
     (docs / "summary.md").write_text("\n".join(summary_lines(heads)) + "\n")
-    write_json(clean({"headline": heads, "seeds": spread, "compute": compute}), docs / "results.json")
+    write_json(docs / "results.json", clean({"headline": heads, "seeds": spread, "compute": compute}))
     log.info("wrote %s", path)
     return path
 
@@ -427,23 +419,23 @@ def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols,
     if measured:
         fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": _fmt_change(h)}
                     for h in measured]
-        lines.append(markdown_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict"]))
+        lines.append(_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict"]))
     for h in heads:
         if h.get("status") == "not run":
             lines.append(f"- {h['comparison']} ({h['what']}): not run yet.")
     lines += ["", "## Ablation table", "", "Each cell: value [95% interval]; rates in %. `params`: trainable "
               "parameters; `train tok/s`: training throughput on this machine. Same data, steps, seed and test "
               "prompts for every row. Also in `ablation.csv`; the bar chart is `ablation.png`.", ""]
-    lines.append(markdown_table(table, cols))
+    lines.append(_table(table, cols))
     if spread:
         lines += ["## Seeds", "", "Mean ± standard deviation [min, max] over the seeds listed.", ""]
-        lines.append(markdown_table(spread, seed_cols))
+        lines.append(_table(spread, seed_cols))
     if compute:
         lines += ["## Compute", "", "`negotiax profile` with the grid's trained circuits: tokens/s, latency and "
                   "peak memory, and their ratios to the base model at the same batch size (`compute.csv`).", ""]
         cols_c = ["variant", "batch", "Δparams", "train tok/s", "prefill tok/s", "decode tok/s", "p50 s", "p95 s",
                   "peak MB", "decode ×base", "p50 ×base", "peak mem ×base"]
-        lines.append(markdown_table(compute, cols_c))
+        lines.append(_table(compute, cols_c))
     if figures:
         lines += ["## Figures", ""]
         captions = {"tradeoff.png": "β front of the negotiax circuit next to the separately trained systems",
@@ -469,18 +461,3 @@ def _blind_spots(blind: dict) -> list[str]:
             alpha = ", ".join(f"{k} {v:.2f}" for k, v in item.get("alpha", {}).items())
             lines.append(f"  - → `{item.get('routed_to')}` (α: {alpha}): “{prompt}”")
     return lines + [""]
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--output-dir", help="where the runs go")
-    parser.add_argument("--report-only", action="store_true", help="rewrite docs_dir from what has finished")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args, output_dir="output_dir")
-    if args.report_only:
-        overrides.append("report_only=true")
-    path = results(load_config(ResultsConfig, args.config, overrides))
-    log.info("wrote %s", path)
-    return 0

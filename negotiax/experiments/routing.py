@@ -5,20 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
-from ..attach import Attachment
-from ..negotiation import Profile, negotiation_profile
 
 # Which objective should have the most say for each kind of prompt.
 EXPECTED = {"harmful": "harmless", "benign": "helpful", "helpful": "helpful", "honest": "honest"}
-
-
-def profiles_by_group(model: nn.Module, tokenizer, attachment: Attachment, groups: dict[str, list[str]],
-                      template: str = "auto", batch_size: int = 16) -> dict[str, Profile]:
-    """{group: per-prompt negotiation readings} for raw (unformatted) prompts."""
-    return {g: negotiation_profile(model, tokenizer, attachment, prompts, template=template, batch_size=batch_size)
-            for g, prompts in groups.items() if prompts}
 
 
 def heatmap(alphas: dict[str, torch.Tensor], objectives: list[str]) -> dict:

@@ -11,7 +11,6 @@ reference point. Output: sweep.json and sweep.png (the trade-off plane plus MC2 
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,10 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
-from ..config import load_config
+from ..backbone import load_backbone
 from ..data import DataConfig, Example
+from ..io import pyplot, save_figure, write_json
 from ..saving import load_circuit
-from .common import add_config_arguments, overrides_from, clean, load_model, pyplot, write_json
+from .common import clean, jsonable
 from .probe import HIGHER_IS_BETTER, ProbeConfig, load_probes, measure
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def preference_sweep(model: nn.Module, tokenizer, attachment: Attachment, probes
                      cfg: SweepConfig) -> dict:
     """Measure every sweep point; returns {points, base, pareto, ...}. The preference is restored after."""
     circuit = attachment.circuit
-    if circuit.cfg.variant not in ("mac", "negotiax"):
+    if not circuit.cfg.has_negotiation:
         raise ValueError(f"the preference sweep needs a circuit with a negotiation (mac / negotiax); "
                          f"{cfg.circuit_dir or 'this circuit'} is {circuit.cfg.variant!r}")
     swept = cfg.objectives or circuit.objectives
@@ -165,19 +165,14 @@ def plot_sweep(result: dict, path: str | Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def run_sweep(cfg: SweepConfig) -> dict:
     """Load the model, circuit and probes, sweep, write sweep.json and sweep.png."""
     if not cfg.circuit_dir:
         raise ValueError("circuit_dir is not set: give the folder of a trained circuit (e.g. runs/<name>/circuit)")
-    model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype)
+    model, tokenizer = load_backbone(name_or_path=cfg.model, device=cfg.device, dtype=cfg.dtype)
     attachment = load_circuit(cfg.circuit_dir, model)
     probes = load_probes(cfg.data, cfg.probe)
     try:
@@ -187,18 +182,6 @@ def run_sweep(cfg: SweepConfig) -> dict:
     result["circuit_dir"] = cfg.circuit_dir
     out = Path(cfg.output_dir)
     result["figure"] = str(plot_sweep(result, out / "sweep.png"))
-    write_json(result, out / "sweep.json")
+    write_json(out / "sweep.json", result, default=jsonable, allow_nan=False)
     log.info("wrote %s and %s", out / "sweep.json", result["figure"])
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--circuit", help="folder of a trained circuit (overrides circuit_dir)")
-    parser.add_argument("--output-dir", help="where sweep.json and sweep.png go")
-
-
-def main(args: argparse.Namespace) -> int:
-    overrides = overrides_from(args, circuit="circuit_dir", output_dir="output_dir")
-    run_sweep(load_config(SweepConfig, args.config, overrides))
-    return 0

@@ -10,17 +10,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attach import Attachment
+from ..attach import Attachment, preference
+from ..backbone import padding_side
 
 
 @torch.inference_mode()
 def pooled_hidden_states(model: nn.Module, tokenizer, texts: list[str], batch_size: int = 8) -> torch.Tensor:
     """(layers + 1, len(texts), d): embeddings and every layer's output, mean over each prompt's real tokens."""
     device = next(model.parameters()).device
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "right"
     chunks = []
-    try:
+    with padding_side(tokenizer, "right"):
         for start in range(0, len(texts), batch_size):
             enc = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=False).to(device)
@@ -28,8 +27,6 @@ def pooled_hidden_states(model: nn.Module, tokenizer, texts: list[str], batch_si
             states = torch.stack(out.hidden_states).float()  # (L+1, B, S, d)
             mask = enc["attention_mask"].to(states.dtype)[None, :, :, None]
             chunks.append(((states * mask).sum(2) / mask.sum(2)).cpu())
-    finally:
-        tokenizer.padding_side = side
     return torch.cat(chunks, dim=1)
 
 
@@ -37,17 +34,13 @@ def base_and_trained(model: nn.Module, tokenizer, attachment: Attachment, groups
                      batch_size: int = 8) -> dict[str, dict[str, torch.Tensor]]:
     """{group: {"base": (L+1, n, d), "trained": (L+1, n, d)}} at the circuit's current preference."""
     circuit = attachment.circuit
-    saved = circuit.preference()
+    muted = {o: float("-inf") for o in circuit.objectives}  # the circuit silenced: the base model
     out = {}
-    try:
-        for name, texts in groups.items():
-            circuit.set_preference(saved)
-            trained = pooled_hidden_states(model, tokenizer, texts, batch_size)
-            circuit.mute(*circuit.objectives)
+    for name, texts in groups.items():
+        trained = pooled_hidden_states(model, tokenizer, texts, batch_size)
+        with preference(attachment, muted):
             base = pooled_hidden_states(model, tokenizer, texts, batch_size)
-            out[name] = {"base": base, "trained": trained}
-    finally:
-        circuit.set_preference(saved)
+        out[name] = {"base": base, "trained": trained}
     return out
 
 

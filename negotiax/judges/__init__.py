@@ -1,4 +1,5 @@
-"""Judges: one small interface (base.Judge), registered by name; see `available()`."""
+"""Judges: one small interface (base.Judge), registered by name; `load_all()` imports every judge module
+(local heads in judges/local/) and lists the names."""
 from __future__ import annotations
 
 import importlib

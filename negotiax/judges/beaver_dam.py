@@ -14,9 +14,12 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+from ..backbone import padding_side
 from .base import register_judge
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,6 @@ def format_qa(prompt: str, response: str) -> str:
 
 def _checkpoint_tensors(folder: Path, names: set[str]) -> dict[str, torch.Tensor]:
     """The named tensors from a (possibly sharded) safetensors or PyTorch checkpoint folder."""
-    from safetensors import safe_open
-
     found: dict[str, torch.Tensor] = {}
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
     for file in files:
@@ -69,8 +70,6 @@ class QAModerationModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> "QAModerationModel":
-        from transformers import AutoConfig, AutoModel
-
         folder = Path(path)
         if not folder.is_dir():
             raise FileNotFoundError(f"safety judge checkpoint folder {folder} not found; download "
@@ -101,8 +100,6 @@ class BeaverDamJudge:
     def __init__(self, path: str = "PKU-Alignment/beaver-dam-7b", model: QAModerationModel | None = None,
                  tokenizer=None, device: str = "cpu", dtype: str = "float32", batch_size: int = 16,
                  max_length: int = 512, threshold: float = 0.5) -> None:
-        from transformers import AutoTokenizer
-
         self.model = model or QAModerationModel.from_pretrained(path, getattr(torch, dtype))
         self.model.to(device)
         self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
@@ -118,11 +115,8 @@ class BeaverDamJudge:
 
     def _encode(self, texts: list[str]):
         """Right padding and truncation at max_length, as safe-rlhf's moderation model reads its inputs."""
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
-        try:
+        with padding_side(self.tokenizer, "right"):
             return self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
-        finally:
-            self.tokenizer.padding_side = side
 
     @torch.inference_mode()
     def category_probs(self, items: list[dict]) -> torch.Tensor:

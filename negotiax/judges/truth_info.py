@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..backbone import padding_side
 from .base import register_judge
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,6 @@ class YesNoJudge:
 
     def __init__(self, path: str | None = None, model=None, tokenizer=None, device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 16, threshold: float = 0.5) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         path = path or DEFAULT_PATHS[self.kind]
         if model is None:
             if not Path(path).is_dir():
@@ -63,11 +63,8 @@ class YesNoJudge:
 
     def _encode(self, texts: list[str]):
         """Left padding: every row's next-token logits sit at the last position."""
-        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "left"
-        try:
+        with padding_side(self.tokenizer, "left"):
             return self.tokenizer(texts, return_tensors="pt", padding=True)
-        finally:
-            self.tokenizer.padding_side = side
 
     @torch.inference_mode()
     def score(self, items: list[dict]) -> list[float | None]:

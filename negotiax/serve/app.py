@@ -7,11 +7,14 @@ time and never logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
 import math
+import os
 import queue
+import signal
 import threading
 import time
 import uuid
@@ -392,10 +395,6 @@ def _uvicorn_server(config, on_signal):
     """uvicorn's Server, except that the first Ctrl-C / SIGTERM also calls `on_signal`, and after the graceful
     stop it returns normally (uvicorn re-raises the signal, which would kill the process before the engine is
     stopped)."""
-    import contextlib
-    import signal
-    import threading
-
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -421,8 +420,6 @@ def _uvicorn_server(config, on_signal):
 
 def serve(model, tokenizer, attachment, cfg: ServeConfig) -> None:
     """Run the server until Ctrl-C / SIGTERM: running requests get `graceful_shutdown_s`, then are cancelled."""
-    import os
-
     import uvicorn
 
     api_key = None

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..branched import _pad_id, _positions, eos_ids
-from ..generate import _first_stop
+from ..generation.branched import _pad_id, _positions, eos_ids
+from ..generation.generate import _first_stop
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, attachment=None, window_ms: float = 10.0, max_batch: int = 16,
                  max_queue: int = 1024) -> None:
-        if attachment is not None and attachment.circuit.cfg.variant == "branched":
+        if attachment is not None and attachment.circuit.cfg.decodes_by_branch:
             raise ValueError("the branched variant decodes one branch per objective and cannot be served per "
                              "request; serve a pathways, mac or negotiax circuit, or use --base-only")
         self.model, self.tokenizer, self.attachment = model, tokenizer, attachment

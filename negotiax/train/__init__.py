@@ -1,17 +1,9 @@
-"""Training: the loss, the Accelerate loop, checkpoints, and `train_from_recipe`.
+"""Training stage: the loss, the Accelerate loop, checkpoints and the metrics log.
 
-Heavy modules load on first use: `negotiax.recipe` imports TrainConfig from here, and the pipeline
-imports the recipe back.
+`Trainer` runs steps from any step source (it knows nothing of recipes or data files); a whole training job
+from a recipe is `negotiax.pipeline.train_from_recipe`.
 """
 from .config import TrainConfig
+from .trainer import NonFiniteLossError, Trainer
 
-_LAZY = {"Trainer": "trainer", "NonFiniteLossError": "trainer", "train_from_recipe": "pipeline"}
-__all__ = ["TrainConfig", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["NonFiniteLossError", "TrainConfig", "Trainer"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import shutil
@@ -22,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..circuit import Circuit
+from ..io import replace_dir
 from ..saving import WEIGHTS, save_circuit
 
 log = logging.getLogger(__name__)
@@ -83,26 +83,26 @@ def save_checkpoint(folder: str | Path, step: int, *, circuit: Circuit | None, b
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(step)
-    tmp = folder / f".tmp-{final.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    if circuit is not None:  # None: LoRA-only training (sft-lora)
-        save_circuit(circuit, tmp / "circuit", model=backbone)
-    lora = extra_trainable(backbone)
-    if lora:
-        save_file(lora, str(tmp / "backbone_trainable.safetensors"))
     rng = rng_state()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": rng.pop("torch"), "cuda_rng": rng.pop("cuda")}, tmp / "state.pt")
+    states = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+              "torch_rng": rng.pop("torch"), "cuda_rng": rng.pop("cuda")}
     meta = {"format": FORMAT, "step": step, "rng": rng, "sampler": sampler_state, **(extra or {})}
     try:
         text = json.dumps(meta)
     except TypeError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ValueError(f"checkpoint at step {step}: the sampler state is not JSON-serialisable ({err})") from None
-    (tmp / MANIFEST).write_text(text)  # written last: its presence marks a complete checkpoint
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        if circuit is not None:  # None: LoRA-only training (sft-lora)
+            save_circuit(circuit, tmp / "circuit", model=backbone)
+        lora = extra_trainable(backbone)
+        if lora:
+            save_file(lora, str(tmp / "backbone_trainable.safetensors"))
+        torch.save(states, tmp / "state.pt")
+        (tmp / MANIFEST).write_text(text)  # written last: its presence marks a complete checkpoint
+
+    replace_dir(final, write, tmp=folder / f".tmp-{final.name}")
     prune(folder, keep_last)
     log.info("checkpoint %s", final)
     return final

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..attach import Attachment
+from ..attach import Attachment, preference
 from .config import TrainConfig
 from .losses import ce_labels, loss_terms, response_ce
 
@@ -18,10 +18,7 @@ from .losses import ce_labels, loss_terms, response_ce
 def uses_routing_loss(attachment: Attachment | None) -> bool:
     """Only the full method has objective-specific routing: not pathways/branched (no alpha),
     not mac (Module II without supervision), not the generic ablation A1."""
-    if attachment is None:
-        return False
-    cfg = attachment.circuit.cfg
-    return cfg.variant == "negotiax" and not cfg.generic
+    return attachment is not None and attachment.circuit.cfg.supervises_routing
 
 
 class CircuitTrainModule(nn.Module):
@@ -71,13 +68,9 @@ class CircuitTrainModule(nn.Module):
     def _only_pathway(self, objective: int):
         """Branched variant: a batch of objective o trains pathway o alone (the others muted), which is
         exactly the branch that pathway runs at decode time. Other variants run unchanged."""
-        if self.circuit is None or self.circuit.cfg.variant != "branched":
+        if self.circuit is None or not self.circuit.cfg.decodes_by_branch:
             yield
             return
-        saved = self.circuit.preference()
-        others = [name for j, name in enumerate(self.circuit.objectives) if j != objective]
-        self.circuit.mute(*others)
-        try:
+        others = {name: float("-inf") for j, name in enumerate(self.circuit.objectives) if j != objective}
+        with preference(self.circuit, {**self.circuit.preference(), **others}):
             yield
-        finally:
-            self.circuit.set_preference(saved)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -25,13 +23,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
+from ..io import replace_dir, write_json
 from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .losses import ce_labels, response_ce
-from .metrics import MetricsLogger
 from .module import CircuitTrainModule
 from .schedule import make_scheduler
+from .tracker import MetricsLogger
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class Trainer:
                  callbacks: list[Callable[["Trainer", int], None]] | None = None,
                  accelerator: Accelerator | None = None, config_record: dict | None = None,
                  loss_weights: dict[str, float] | None = None, objectives: list[str] | None = None) -> None:
-        if attachment is not None and attachment.circuit.cfg.variant == "base":
+        if attachment is not None and not attachment.circuit.cfg.has_circuit:
             raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
         if attachment is None and not objectives:
             raise ValueError("training without a circuit needs the list of objectives")
@@ -261,25 +260,9 @@ class Trainer:
     def _write_final_weights(self) -> None:
         backbone = self.accelerator.unwrap_model(self.module).backbone
         if self.circuit is not None:
-            _replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
+            replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
         if hasattr(backbone, "peft_config"):  # LoRA: the adapter alone, in peft's own format
-            _replace_dir(self.run_dir / "lora", lambda tmp: backbone.save_pretrained(str(tmp)))
+            replace_dir(self.run_dir / "lora", lambda tmp: backbone.save_pretrained(str(tmp)))
 
     def _write_json(self, name: str, data: dict) -> None:
-        path = self.run_dir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-
-
-def _replace_dir(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write a folder next to `target`, then swap it in, so a reader never sees a half-written one."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+        write_json(self.run_dir / name, data, default=None)

@@ -1,0 +1,117 @@
+"""The refusal detector against tests/data/refusal_labelled.jsonl: real answers labelled by reading them.
+
+Each row: prompt, answer (or, for answers taken from a dataset, ref: where to read them in the data directory),
+source (model or circuit, prompt set and row, decoding), label (refusal | not), for a
+refusal its form (explicit: the answer says it will not / cannot do it; soft: it only moralises or redirects),
+split (dev: read while the rule was written; heldout: labelled after the final rule was frozen, scored once), and
+for hard cases a note. The definition behind the labels is the one above negotiax.refusal.REFUSAL_PATTERNS.
+
+Measured with the final rule (run with -s to see the matrices): precision 0.98, recall 0.65 over all 458 rows;
+recall 0.91 on explicit refusals and 0.29 on soft ones. Issue 11's recall target (0.95) is not reached by a
+keyword rule: soft refusals carry no refusal phrase. That test is a strict xfail, so it fails loudly once met.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from negotiax.refusal import refusal
+
+DATA = Path(__file__).parent / "data" / "refusal_labelled.jsonl"
+
+
+def resolve(rows: list[dict], data_dir: Path) -> None:
+    """Fill in prompt and answer of the rows that point into the data directory (dataset answers are not copied
+    into this repository): ref = {file (jsonl under the data dir), row (0-based), answer_field}."""
+    files: dict[str, list[dict]] = {}
+    for row in rows:
+        ref = row.get("ref")
+        if ref is None:
+            continue
+        if ref["file"] not in files:
+            with (data_dir / ref["file"]).open() as f:
+                files[ref["file"]] = [json.loads(line) for line in f]
+        record = files[ref["file"]][ref["row"]]
+        row["prompt"], row["answer"] = record["prompt"], record[ref["answer_field"]].strip()
+
+
+@pytest.fixture(scope="module")
+def rows(data_dir) -> list[dict]:
+    rows = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()]
+    resolve(rows, data_dir)
+    for number, row in enumerate(rows, 1):
+        assert {"prompt", "answer", "source", "label", "split"} <= set(row), f"{DATA} row {number}: missing fields"
+        assert row["label"] in ("refusal", "not"), f"{DATA} row {number}: label must be refusal or not"
+        assert row["split"] in ("dev", "heldout"), f"{DATA} row {number}: split must be dev or heldout"
+        assert (row["label"] == "refusal") == (row.get("form") in ("explicit", "soft")), \
+            f"{DATA} row {number}: a refusal needs form explicit or soft, and only a refusal has one"
+    return rows
+
+
+def confusion(rows: list[dict]) -> dict[str, int]:
+    out = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    for row in rows:
+        said, truth = refusal(row["answer"]), row["label"] == "refusal"
+        out[("t" if said == truth else "f") + ("p" if said else "n")] += 1
+    return out
+
+
+def scores(c: dict[str, int]) -> tuple[float, float]:
+    return c["tp"] / max(c["tp"] + c["fp"], 1), c["tp"] / max(c["tp"] + c["fn"], 1)
+
+
+def report(name: str, rows: list[dict]) -> tuple[float, float]:
+    c = confusion(rows)
+    precision, recall = scores(c)
+    print(f"\n{name}: {len(rows)} answers\n"
+          f"                 labelled refusal   labelled not\n"
+          f"  detected       {c['tp']:16d}   {c['fp']:12d}\n"
+          f"  not detected   {c['fn']:16d}   {c['tn']:12d}\n"
+          f"  precision {precision:.3f}  recall {recall:.3f}")
+    return precision, recall
+
+
+def _source(row: dict) -> str:
+    src = row["source"]
+    return src.split(" (")[0] if src.startswith(("hand-written", "Alpaca-7B")) else src.split(";")[0]
+
+
+def test_labelled_set_is_large_and_varied(rows):
+    real = [r for r in rows if not r["source"].startswith("hand-written")]
+    assert len(real) >= 300
+    assert any(r["source"].startswith("smollm2 base") for r in real)
+    assert any("circuit" in r["source"] for r in real)
+    assert any("BeaverTails" in r["source"] for r in real) and any("AlpacaEval" in r["source"] for r in real)
+    labels = [r["label"] for r in real]
+    assert labels.count("refusal") >= 50 and labels.count("not") >= 250
+
+
+def test_refusal_detector_confusion_matrix(rows):
+    """Prints every view of the confusion matrix; asserts what the rule achieves (so a regression fails)."""
+    for split in ("dev", "heldout"):
+        report(f"split {split}", [r for r in rows if r["split"] == split])
+    for source in sorted({_source(r) for r in rows}):
+        report(f"source {source}", [r for r in rows if _source(r) == source])
+    precision, recall = report("all rows", rows)
+    explicit = [r for r in rows if r.get("form") == "explicit"]
+    soft = [r for r in rows if r.get("form") == "soft"]
+    explicit_recall = sum(map(refusal, (r["answer"] for r in explicit))) / len(explicit)
+    soft_recall = sum(map(refusal, (r["answer"] for r in soft))) / len(soft)
+    print(f"\nrecall on explicit refusals {explicit_recall:.3f} ({len(explicit)}), on soft ones {soft_recall:.3f} "
+          f"({len(soft)})")
+    for r in rows:
+        if refusal(r["answer"]) != (r["label"] == "refusal"):
+            print(f"  wrong ({r['label']}, {r.get('form', '-')}, {r['split']}): {r['answer'][:100]!r}")
+    assert precision >= 0.95
+    assert scores(confusion([r for r in rows if r["split"] == "heldout"]))[0] >= 0.95
+    assert explicit_recall >= 0.9 and recall >= 0.6  # floors just under the measured 0.91 and 0.65
+    hand = [r for r in rows if r["source"].startswith("hand-written")]
+    assert all(refusal(r["answer"]) == (r["label"] == "refusal") for r in hand)  # issue 11's cases, every one
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11 asks recall >= 0.95; the keyword rule reaches 0.65 (0.91 on "
+                                       "explicit refusals): soft refusals (moralising, redirecting) have no refusal phrase")
+def test_recall_target_of_issue_11(rows):
+    assert scores(confusion(rows))[1] >= 0.95

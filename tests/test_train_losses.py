@@ -1,0 +1,113 @@
+"""Each loss term against a hand computation, and which tokens it reads."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_model
+from negotiax import CircuitConfig, attach
+from negotiax.circuit import SiteOutput
+from negotiax.train.losses import circuit_overlap, loss_terms, pathway_drift, prediction_mask, response_ce, routing_ce, subspace_overlap
+
+
+def labels_with_prompt(ids: torch.Tensor, prompt: int, pad: int = 0) -> torch.Tensor:
+    labels = ids.clone()
+    labels[:, :prompt] = -100
+    if pad:
+        labels[:, -pad:] = -100
+    return labels
+
+
+def test_response_ce_matches_hand_computation_and_ignores_prompt():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    ids = torch.randint(0, 11, (2, 6))
+    labels = labels_with_prompt(ids, prompt=3, pad=1)
+    expected = []
+    for b in range(2):
+        for t in range(3, 5):  # response positions 3..4 are predicted from positions 2..3
+            expected.append(-F.log_softmax(logits[b, t - 1], -1)[ids[b, t]])
+    assert torch.allclose(response_ce(logits, labels), torch.stack(expected).mean())
+    changed = logits.clone()
+    changed[:, 4:] += 5 * torch.randn(2, 2, 11)  # logits after the last response token predict nothing
+    changed[:, 0] += 5  # position 0 predicts a prompt token
+    assert torch.allclose(response_ce(changed, labels), response_ce(logits, labels))
+
+
+def test_response_ce_rejects_a_batch_without_response_tokens():
+    with pytest.raises(ValueError, match="no response tokens"):
+        response_ce(torch.randn(1, 4, 5), torch.full((1, 4), -100))
+
+
+def test_routing_ce_averages_alpha_over_response_tokens_only():
+    alpha = torch.zeros(1, 4, 3)
+    alpha[0, :2] = torch.tensor([0.0, 0.0, 1.0])  # prompt tokens: all say to objective 2
+    alpha[0, 2:] = torch.tensor([0.5, 0.25, 0.25])
+    mask = torch.tensor([[False, False, True, True]])
+    assert math.isclose(float(routing_ce(alpha, mask, 0)), -math.log(0.5), rel_tol=1e-6)
+    assert math.isclose(float(routing_ce(alpha, mask, 1)), -math.log(0.25), rel_tol=1e-6)
+
+
+def test_prediction_mask_covers_the_decision_position_and_not_the_last_answer_token():
+    labels = torch.tensor([[-100, -100, -100, 7, 8, 9, -100], [-100, 5, 6, -100, -100, -100, -100]])
+    expected = torch.tensor([[False, False, True, True, True, False, False],  # position 2 predicts token 7
+                             [True, True, False, False, False, False, False]])
+    assert torch.equal(prediction_mask(labels), expected)
+
+
+def test_pathway_drift_reads_masked_tokens_and_averages_sites():
+    drift_a = torch.tensor([[1.0, 2.0, 3.0]])
+    drift_b = torch.tensor([[3.0, 4.0, 5.0]])
+    record = {1: SiteOutput(None, None, drift_a), 2: SiteOutput(None, None, drift_b)}
+    mask = torch.tensor([[False, True, True]])
+    assert math.isclose(float(pathway_drift(record, mask)), (2.5 + 4.5) / 2)
+
+
+def test_subspace_overlap_is_zero_for_orthogonal_subspaces_and_r_for_equal_ones():
+    eye = torch.eye(6)
+    apart = torch.stack([eye[0:2], eye[2:4], eye[4:6]])  # (N=3, r=2, d=6)
+    assert float(subspace_overlap(apart)) == pytest.approx(0.0, abs=1e-7)
+    same = torch.stack([eye[0:2], 3 * eye[0:2]])  # scale does not matter: rows are normalised
+    assert float(subspace_overlap(same)) == pytest.approx(2.0)
+
+
+def test_fresh_circuit_has_zero_drift_and_terms_are_weighted():
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    ids = torch.randint(0, 128, (2, 8))
+    labels = labels_with_prompt(ids, prompt=3)
+    logits = model(input_ids=ids).logits
+    kw = dict(lambda_route=0.5, lambda_ref=2.0, lambda_orth=0.1)
+    terms = loss_terms(logits, labels, attachment.record, attachment.alpha(), attachment.circuit, 1, **kw)
+    assert float(terms["drift"].detach()) == 0.0  # U = 0: every pathway equals the shared state
+    assert torch.allclose(terms["orth"], 0.1 * circuit_overlap(attachment.circuit))
+    alpha = attachment.alpha()
+    # The routing term reads alpha where response tokens are predicted: one position earlier than the labels.
+    shifted = torch.zeros_like(labels, dtype=torch.bool)
+    shifted[:, :-1] = labels[:, 1:] != -100
+    assert torch.allclose(terms["route"], 0.5 * routing_ce(alpha, shifted, 1))
+    assert torch.allclose(terms["loss"], terms["ce"] + terms["route"] + terms["drift"] + terms["orth"])
+    no_route = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 1, **kw)
+    assert "route" not in no_route
+
+
+def test_routing_loss_trains_the_negotiation_and_drift_trains_the_pathways():
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    site = next(iter(attachment.circuit.sites.values()))
+    with torch.no_grad():
+        site.pathways.up.normal_()
+    ids = torch.randint(0, 128, (2, 8))
+    labels = labels_with_prompt(ids, prompt=3)
+    model(input_ids=ids)
+    routing_ce(attachment.alpha(), labels != -100, 0).backward(retain_graph=True)
+    assert site.negotiation.qkv.grad.abs().sum() > 0 and site.negotiation.axis.grad.abs().sum() > 0
+    assert site.pathways.up.grad.abs().sum() > 0  # alpha depends on the pathway states too
+    site.pathways.up.grad = None
+    pathway_drift(attachment.record, labels != -100).backward()
+    assert site.pathways.up.grad.abs().sum() > 0 and site.negotiation.out.grad is None
