@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,8 +171,11 @@ def _params(circuit_dir: Path | None) -> int:
     return total
 
 
-def ablate(cfg: AblateConfig, model=None, tokenizer=None) -> dict:
-    """Run the grid; returns {entries: [...], metrics: [...]} and writes the table and plot."""
+def ablate(cfg: AblateConfig, model=None, tokenizer=None, entries: list[Entry] | None = None,
+           on_entry: Callable[[Entry, float], None] | None = None) -> dict:
+    """Run the grid (or the given `entries`); returns {entries: [...], metrics: [...]}. The table and plot are
+    rewritten after every entry, so an interrupted grid keeps its finished rows; `on_entry(entry, seconds)`
+    is called after each."""
     overrides = list(cfg.recipe_overrides)
     base = load_recipe(cfg.recipe, overrides)
     if base.train.lora:
@@ -179,13 +184,16 @@ def ablate(cfg: AblateConfig, model=None, tokenizer=None) -> dict:
     if model is None:
         model, tokenizer = load_backbone(base.model)
     tests = load_test_sets(base.data)
-    entries = []
-    for entry in grid(cfg):
+    done: list[dict] = []
+    for entry in entries if entries is not None else grid(cfg):
+        start = time.perf_counter()
         log.info("ablation entry %s (%s)", entry.name, entry.description)
-        entries.append(run_entry(model, tokenizer, entry, entry_recipe(base, entry, out), cfg, tests))
-    result = clean({"recipe": cfg.recipe, "recipe_overrides": overrides, "entries": entries,
-                    "metrics": metric_names(entries), "test_sets": {k: len(v) for k, v in tests.items()}})
-    write_outputs(result, out)
+        done.append(run_entry(model, tokenizer, entry, entry_recipe(base, entry, out), cfg, tests))
+        if on_entry is not None:
+            on_entry(entry, time.perf_counter() - start)
+        result = clean({"recipe": cfg.recipe, "recipe_overrides": overrides, "entries": done,
+                        "metrics": metric_names(done), "test_sets": {k: len(v) for k, v in tests.items()}})
+        write_outputs(result, out)
     return result
 
 

@@ -26,12 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backbone import load_backbone
-from ..data import load_test_sets
 from ..evaluation.report import paired_change, verdict
 from ..io import markdown_table, pyplot, save_figure, write_json
-from ..recipe import load_recipe
-from .ablate import AblateConfig, Entry, entry_recipe, grid, metric_names, run_entry, slug, write_outputs
+from .ablate import AblateConfig, Entry, ablate, grid, slug
 from .common import cells, clean, write_csv
 from .interpret import InterpretConfig, run_interpret
 from .profile import ProfileConfig, run_profile
@@ -101,24 +98,9 @@ def entries(cfg: ResultsConfig) -> list[Entry]:
 
 
 def run_grid(cfg: ResultsConfig, model=None, tokenizer=None) -> dict:
-    """The ablation grid plus seeds and sweeps; ablation.{md,csv,json,png} rewritten after every entry."""
-    acfg = ablate_config(cfg)
-    base = load_recipe(cfg.recipe, list(cfg.recipe_overrides))
-    out = Path(acfg.output_dir)
-    if model is None:
-        model, tokenizer = load_backbone(base.model)
-    tests = load_test_sets(base.data)
-    done = []
-    for entry in entries(cfg):
-        start = time.perf_counter()
-        log.info("results: entry %s (%s)", entry.name, entry.description)
-        row = run_entry(model, tokenizer, entry, entry_recipe(base, entry, out), acfg, tests)
-        _log_wall(cfg, entry.name, time.perf_counter() - start)
-        done.append(row)
-        result = clean({"recipe": cfg.recipe, "recipe_overrides": list(cfg.recipe_overrides), "entries": done,
-                        "metrics": metric_names(done), "test_sets": {k: len(v) for k, v in tests.items()}})
-        write_outputs(result, out)
-    return result
+    """The ablation grid plus seeds and sweeps (`negotiax ablate` on `entries(cfg)`), each entry's time logged."""
+    return ablate(ablate_config(cfg), model, tokenizer, entries=entries(cfg),
+                  on_entry=lambda entry, seconds: _log_wall(cfg, entry.name, seconds))
 
 
 def _log_wall(cfg: ResultsConfig, what: str, seconds: float) -> None:
