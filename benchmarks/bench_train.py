@@ -9,6 +9,10 @@ data with the data layer's MixtureSampler), alternating step by step so that mac
              same site (self-attention output of the same layer) and is the only trainable parameter, so the
              backward runs through exactly the same layers; response CE, backward, AdamW step on that vector.
 
+  sft-lora:  (with --sft-lora) the baseline users would pick instead: LoRA SFT on a second copy of the backbone
+             (train.sft_lora: r=2 on q_proj/v_proj of every layer, no circuit), response CE, backward through
+             every layer, AdamW on the adapters.
+
 Prints tokens/s (real, non-padding tokens) of each, the median over rounds, and their ratio (target >= 0.9).
 
     .venv/bin/python benchmarks/bench_train.py [--model smollm2] [--batch-size 4] [--max-length 128] [--rounds 4]
@@ -98,6 +102,28 @@ def baseline_step_fn(model, site_module):
     return step
 
 
+def sft_lora_step_fn(model, sft):
+    """LoRA SFT on the backbone (a separate copy: peft wraps modules in place), the same loss and optimiser."""
+    from peft import LoraConfig, get_peft_model
+
+    from negotiax.train.losses import response_ce
+
+    lora = get_peft_model(model, LoraConfig(r=sft.r, lora_alpha=sft.alpha, target_modules=list(sft.targets),
+                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    params = [p for p in lora.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+
+    def step(batches):
+        for b in batches.values():
+            logits = lora(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
+            (response_ce(logits, b["labels"]) / len(batches)).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step, sum(p.numel() for p in params)
+
+
 def seconds(step, batches) -> float:
     start = time.perf_counter()
     step(batches)
@@ -119,6 +145,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--sft-lora", action="store_true", help="also time LoRA SFT (train.sft_lora) on a copy")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,20 +160,28 @@ def main() -> None:
 
     circuit_step, n_params = circuit_step_fn(model, circuit_cfg, train_cfg)
     baseline_step = baseline_step_fn(model, site)
-    circuit_step(batches[0]), baseline_step(batches[0])  # warm-up, not timed
-    # Alternate single steps (order swapped every round) so a change in machine load hits both alike.
-    ours, base, ratios, tokens = 0.0, 0.0, [], 0
+    steps = {"circuit": circuit_step, "baseline": baseline_step}
+    if args.sft_lora:
+        steps["sft-lora"], n_lora = sft_lora_step_fn(load_backbone(name_or_path=args.model, device="cpu",
+                                                                   dtype="float32")[0], train_cfg.sft_lora)
+    for step in steps.values():
+        step(batches[0])  # warm-up, not timed
+    # Alternate single steps (order reversed every round) so a change in machine load hits all alike.
+    total, ratios, lora_ratios, tokens = dict.fromkeys(steps, 0.0), [], [], 0
     for r in range(args.rounds):
         for step_batches in batches[1:]:
             n = sum(int(b["attention_mask"].sum()) for b in step_batches.values())
-            if r % 2 == 0:
-                t_ours, t_base = seconds(circuit_step, step_batches), seconds(baseline_step, step_batches)
-            else:
-                t_base, t_ours = seconds(baseline_step, step_batches), seconds(circuit_step, step_batches)
-            ours, base, tokens = ours + t_ours, base + t_base, tokens + n
-            ratios.append(t_base / t_ours)
-        print(f"round {r + 1}: circuit {tokens / ours:.1f} tok/s, baseline {tokens / base:.1f} tok/s (cumulative)",
+            order = list(steps) if r % 2 == 0 else list(steps)[::-1]
+            took = {name: seconds(steps[name], step_batches) for name in order}
+            for name, t in took.items():
+                total[name] += t
+            tokens += n
+            ratios.append(took["baseline"] / took["circuit"])
+            if "sft-lora" in took:
+                lora_ratios.append(took["sft-lora"] / took["circuit"])
+        print(f"round {r + 1}: " + ", ".join(f"{k} {tokens / v:.1f} tok/s" for k, v in total.items()) + " (cumulative)",
               flush=True)
+    ours, base = total["circuit"], total["baseline"]
 
     print(f"model {args.model}, layer {layer}, circuit rank {args.rank} ({n_params} trainable parameters), "
           f"{len(objectives)} objectives x batch {args.batch_size}, max_length {args.max_length}, "
@@ -155,6 +190,10 @@ def main() -> None:
     print(f"baseline fwd+bwd : {tokens / base:9.1f} tokens/s")
     print(f"ratio circuit/baseline: {base / ours:.3f} overall, {statistics.median(ratios):.3f} median of "
           f"{len(ratios)} paired steps (target >= 0.9)")
+    if lora_ratios:
+        print(f"sft-lora training : {tokens / total['sft-lora']:9.1f} tokens/s ({n_lora} trainable parameters)")
+        print(f"ratio circuit/sft-lora: {total['sft-lora'] / ours:.3f} overall, {statistics.median(lora_ratios):.3f} "
+              f"median of {len(lora_ratios)} paired steps (> 1: the circuit trains faster)")
 
 
 if __name__ == "__main__":
