@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from negotiax.cli import main as cli_main
-from negotiax.experiments.results import ResultsConfig, entries
+from negotiax.experiments.results import SUMMARY_END, SUMMARY_START, ResultsConfig, entries
 from test_experiments_ablate import recipe_file  # noqa: F401 (the tiny recipe fixture)
 
 
@@ -55,6 +55,10 @@ def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noq
     assert "negotiax vs pathways (negotiation against naive (uniform) fusion of the same pathways): not run yet" in readme
     summary = (docs / "summary.md").read_text().splitlines()
     assert len(summary) == 3 and summary[0] == "- NegotiaX vs naive fusion (`pathways`): not run yet."
+    readme_file = tmp_path / "README.md"  # the main README's summary block is filled from summary.md
+    readme_file.write_text(f"intro\n{SUMMARY_START}\nold line\n{SUMMARY_END}\noutro\n")
+    assert cli_main(args + [f"summary_readme={readme_file}", "--report-only"]) == 0
+    assert readme_file.read_text() == f"intro\n{SUMMARY_START}\n" + "\n".join(summary) + f"\n{SUMMARY_END}\noutro\n"
     in_short = readme.split("## In short")[1].split("##")[0]
     assert "**negotiax vs base**" in in_short and "**negotiax vs A1**: not run yet." in in_short
     heads = list(csv.DictReader((docs / "headline.csv").open()))

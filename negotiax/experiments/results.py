@@ -37,6 +37,7 @@ from .sweep import SweepConfig, run_sweep
 log = logging.getLogger(__name__)
 
 STAGES = ("ablate", "sweep", "interpret", "profile")
+SUMMARY_START, SUMMARY_END = "<!-- results-summary: copied from docs/results/summary.md -->", "<!-- /results-summary -->"
 # The comparisons the README leads with: (row, against, what the row changes).
 HEADLINE = [("negotiax", "base", "the full method against the backbone"),
             ("negotiax", "pathways", "negotiation against naive (uniform) fusion of the same pathways"),
@@ -57,6 +58,8 @@ class ResultsConfig:
     recipe_overrides: list[str] = field(default_factory=list)
     output_dir: str = "runs/paper_cpu"  # the runs (checkpoints, generations, judge caches)
     docs_dir: str = "docs/results"  # the tables, figures and README
+    # A README whose block between SUMMARY_START and SUMMARY_END gets summary.md (none: no README is touched)
+    summary_readme: str | None = None
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     report_only: bool = False
     variants: list[str] = field(default_factory=lambda: ["base", "negotiax", "sft-lora", "pathways", "branched",
@@ -319,6 +322,17 @@ def summary_lines(heads: list[dict]) -> list[str]:
             f"{body('negotiax vs A2')}."]
 
 
+def copy_summary(summary: Path, readme: Path) -> None:
+    """Put summary.md between the README's two marker lines (an error names the file if they are missing)."""
+    text = readme.read_text()
+    if SUMMARY_START not in text or SUMMARY_END not in text:
+        raise ValueError(f"{readme}: no '{SUMMARY_START}' ... '{SUMMARY_END}' block to put the summary in; "
+                         "add the two lines or unset summary_readme")
+    head, rest = text.split(SUMMARY_START, 1)
+    readme.write_text(head + SUMMARY_START + "\n" + summary.read_text().strip() + "\n" + SUMMARY_END
+                      + rest.split(SUMMARY_END, 1)[1])
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     return markdown_table(columns, cells(rows, columns)) + "\n"
 
@@ -366,6 +380,8 @@ def write_docs(cfg: ResultsConfig) -> Path:
     path = docs / "README.md"
     path.write_text("\n".join(lines) + "\n")
     (docs / "summary.md").write_text("\n".join(summary_lines(heads)) + "\n")
+    if cfg.summary_readme:
+        copy_summary(docs / "summary.md", Path(cfg.summary_readme))
     write_json(docs / "results.json", clean({"headline": heads, "seeds": spread, "compute": compute}))
     log.info("wrote %s", path)
     return path
