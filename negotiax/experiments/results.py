@@ -333,6 +333,23 @@ def copy_summary(summary: Path, readme: Path) -> None:
                       + rest.split(SUMMARY_END, 1)[1])
 
 
+def _seed_range_sentence(rows: dict[str, dict], cfg: ResultsConfig) -> str:
+    """How far one system's refusal moves between training seeds: the scale against which differences between
+    systems (whose intervals above cover the sampling of prompts only) should be read."""
+    ranges = {}
+    for v in cfg.seed_variants:
+        vals = [rows[n]["metrics"]["refusal_harmful"]["value"] for n in [v, *(f"{v} s{s}" for s in cfg.seeds)]
+                if n in rows and "refusal_harmful" in rows[n]["metrics"]]
+        if len(vals) > 1:
+            ranges[v] = max(vals) - min(vals)
+    if not ranges:
+        return ""
+    parts = ", ".join(f"{v} {r:.0f}" for v, r in ranges.items())
+    return (f"Refusal on harmful prompts moves by this many points between training seeds of one system: {parts}. "
+            "The intervals in the tables above cover the sampling of test prompts only, not the training seed, so "
+            "a difference between two systems smaller than this is not evidence that one is better.")
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     return markdown_table(columns, cells(rows, columns)) + "\n"
 
@@ -438,7 +455,8 @@ def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols,
               "prompts for every row. Also in `ablation.csv`; the bar chart is `ablation.png`.", ""]
     lines.append(_table(table, cols))
     if spread:
-        lines += ["## Seeds", "", "Mean ± standard deviation [min, max] over the seeds listed.", ""]
+        lines += ["## Seeds", "", "Mean ± standard deviation [min, max] over the seeds listed. "
+                  + _seed_range_sentence(rows, cfg), ""]
         lines.append(_table(spread, seed_cols))
     if compute:
         lines += ["## Compute", "", "`negotiax profile` with the grid's trained circuits: tokens/s, latency and "
