@@ -116,7 +116,7 @@ def default_model_path(cache_dir: str | None = None) -> Path:
         tokenizer.save_pretrained(tmp)
 
     # a half-converted folder never looks finished
-    replace_dir(folder, write, tmp=folder.with_name(folder.name + ".tmp"))
+    replace_dir(folder, write)
     return folder
 
 

@@ -257,11 +257,14 @@ class Circuit(nn.Module):
             return None
         return [{name: float(b) for name, b in zip(self.cfg.objectives, row)} for row in bias.tolist()]
 
+    def muted(self, *objectives: str) -> dict[str, float]:
+        """The current preference with `objectives` muted (beta = -inf): for `set_preference` or
+        `attach.preference(...)`."""
+        return {**self.preference(), **{o: float("-inf") for o in objectives}}
+
     def mute(self, *objectives: str) -> None:
         """Mute objectives (beta = -inf) on top of the current preference."""
-        beta = self.preference()
-        beta.update({o: float("-inf") for o in objectives})
-        self.set_preference(beta)
+        self.set_preference(self.muted(*objectives))
 
     def force_route(self, route: torch.Tensor | None) -> None:
         """Training only: rows b with route[b] = j >= 0 mix objective j's update alone (teacher-forced

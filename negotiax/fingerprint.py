@@ -16,12 +16,13 @@ import datetime
 import hashlib
 import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
-from .io import write_json
+from .io import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +117,22 @@ def circuit_identity(attachment) -> dict | None:
             "preference": preference_in_effect(attachment)}
 
 
-def read_record(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def git_state() -> tuple[str | None, bool | None]:
+    """(revision, has uncommitted changes) of the checkout this package runs from; (None, None) outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return rev, dirty
 
 
 def check(record_path: Path, stage: str, values: Mapping[str, Any], outputs_exist: bool) -> bool:
     """True when `record_path` says the outputs there were made with exactly `values` (reuse or resume them);
     False when there are no outputs yet; SettingsChangedError when the outputs were made otherwise."""
-    record = read_record(record_path)
+    record = read_json(record_path)
     where = record_path.parent
     if record is not None and record.get("fingerprint") == fingerprint(values):
         return outputs_exist

@@ -49,6 +49,12 @@ def replace_dir(target: str | Path, write: Callable[[Path], Any], tmp: str | Pat
     return target
 
 
+def read_json(path: str | Path) -> Any | None:
+    """The JSON value in a file, or None when the file does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def read_jsonl(path: str | Path, encoding: str = "utf-8",
                bad_line: Callable[[int, json.JSONDecodeError], Any] | None = None) -> list:
     """The values of a JSONL file, one per non-blank line, in order. A line that is not valid JSON is

@@ -22,7 +22,6 @@ import json
 import logging
 import platform
 import random
-import subprocess
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -45,7 +44,7 @@ from .evaluation.report import write_report
 from .generation.branched import BranchedLM
 from .generation.config import GenerationConfig
 from .generation.generate import generate, read_generations
-from .io import write_json
+from .io import read_json, write_json
 from .recipe import Recipe
 from .saving import load_circuit
 from .train.backbone_setup import prepare_backbone
@@ -55,7 +54,6 @@ from .train.trainer import SUMMARY, Trainer
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("base", "negotiax")
 # The prompts of each objective's test set, named for what they are.
 PROMPT_GROUPS = {"harmless": "harmful", "helpful": "benign", "honest": "honest"}
 PACKAGES = ("negotiax", "torch", "transformers", "accelerate", "peft", "safetensors", "datasets", "openai")
@@ -66,10 +64,7 @@ SECTIONS = ("seed", "model", "circuit", "data", "train")  # what decides the tra
 
 def finished_summary(run_dir: Path, steps: int) -> dict | None:
     """The summary of a finished run of `steps` steps in run_dir, else None."""
-    path = run_dir / SUMMARY
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text())
+    summary = train_summary(run_dir)
     return summary if summary.get("finished") and summary.get("steps") == steps else None
 
 
@@ -129,8 +124,7 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
 
 def train_summary(run_dir: Path) -> dict:
     """The training summary a finished run wrote (trainable parameters, throughput, ...), or {}."""
-    path = Path(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(Path(run_dir) / SUMMARY) or {}
 
 
 def with_lora(model, run_dir: Path):
@@ -209,13 +203,7 @@ def provenance(recipe: Recipe) -> dict:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    cwd=Path(__file__).parent, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        rev, dirty = None, None
+    rev, dirty = fp.git_state()
     return {"packages": versions, "git_revision": rev, "git_dirty": dirty, "python": platform.python_version(),
             "platform": platform.platform(), "recipe_name": recipe.name}
 
@@ -237,7 +225,7 @@ def _record_provenance(path: Path, now: dict) -> None:
     if not path.is_file():
         write_json(path, now)
         return
-    first = json.loads(path.read_text())
+    first = read_json(path)
     later = first.pop("later_invocations", [])
     if now != first and now not in later:
         log.warning("this invocation's packages or git revision differ from the run's first; recorded in %s", path)
@@ -313,7 +301,7 @@ def run(recipe: Recipe, fresh: bool = False) -> Path:
     training = {s: train_summary(run_dir if s == "negotiax" else Path(baselines[s].output_dir))
                 for s in systems if s != "base"}
     report = _write_run_report(recipe, run_dir, {s: results[s] for s in systems}, alpha, read_metrics(run_dir),
-                               training, sweep, started, write_report, started_with)
+                               training, sweep, started, started_with)
     log.info("report: %s", report)
     return report
 
@@ -400,8 +388,7 @@ def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list
 
 
 def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict, train_rows: list[dict],
-                      training: dict[str, dict], sweep: list[dict], started: float, write_report,
-                      now: dict) -> Path:
+                      training: dict[str, dict], sweep: list[dict], started: float, now: dict) -> Path:
     systems = {s: r["metrics"] for s, r in results.items()}
     summary = training.get("negotiax", {})
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
@@ -423,7 +410,7 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
             f"{o} {summary['eval_ce_before'][o]:.3f} -> {summary['eval_ce_after'][o]:.3f}"
             for o in summary["eval_ce_after"]))
     settings = {"data": asdict(recipe.data), "train": asdict(recipe.train), "eval": asdict(recipe.eval),
-                "run": asdict(recipe.run), "provenance": json.loads((run_dir / "provenance.json").read_text())}
+                "run": asdict(recipe.run), "provenance": read_json(run_dir / "provenance.json")}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
                          training=training, sweep=sweep)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .attach import Attachment, attach, find_decoder_layers, hidden_size_of
 from .circuit import Circuit, CircuitConfig
-from .io import atomic_write
+from .io import atomic_write, write_json
 
 WEIGHTS = "circuit.safetensors"
 CONFIG = "circuit.json"
@@ -43,7 +43,7 @@ def save_circuit(circuit: Circuit | Attachment, directory: str | Path, model: nn
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in circuit.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-    atomic_write(directory / CONFIG, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
+    write_json(directory / CONFIG, meta, default=None)
     return directory
 
 

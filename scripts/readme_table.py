@@ -14,9 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from negotiax.evaluation.report import paired_change, verdict
+from negotiax.evaluation.report import fmt_change, margin, paired_change, verdict, with_ci
+from negotiax.io import markdown_table, read_json
 
 # (metric key in summary.json, row label); a row appears when any system has the metric
 ROWS = (
@@ -32,15 +31,7 @@ ROWS = (
     ("distinct_2", "distinct-2 within an answer"),
 )
 SYSTEM_NAMES = {"base": "base", "negotiax": "NegotiaX", "sft-lora": "sft-lora"}
-
-
-def _cell(metric: dict | None) -> str:
-    if not metric or metric.get("value") is None:
-        return "–"
-    text = f"{metric['value']:.1f}"
-    if metric.get("ci_low") is not None and metric.get("ci_high") is not None:
-        text += f" [{metric['ci_low']:.1f}, {metric['ci_high']:.1f}]"
-    return text
+LOWER = {"over_refusal_benign", "SS", "repetition"}  # metrics where lower is better (for the verdicts)
 
 
 def _judge_note(systems: dict[str, dict], key: str) -> str:
@@ -56,7 +47,7 @@ def _provenance(run_dir: Path, summary: dict) -> tuple[str, str]:
     revision, dirty = summary.get("git_revision"), summary.get("git_dirty")
     prov_path = run_dir / "provenance.json"
     if revision is None and prov_path.is_file():
-        prov = json.loads(prov_path.read_text())
+        prov = read_json(prov_path)
         revision, dirty = prov.get("git_revision"), prov.get("git_dirty")
     commit = "unknown commit" if not revision else revision[:10] + (" (with uncommitted changes)" if dirty else "")
     created = summary.get("created")
@@ -73,97 +64,72 @@ def readme_table(run_dir: str | Path, extra: dict[str, str | Path] | None = None
     path = run_dir / "summary.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; finish the run first with `negotiax run -c <recipe>`")
-    summary = json.loads(path.read_text())
+    summary = read_json(path)
     systems = summary.get("metrics")
     if not isinstance(systems, dict) or not systems:
         raise ValueError(f"{path} has no per-system 'metrics'; was it written by `negotiax run`?")
-    training = {s: (t.get("throughput") or {}).get("tokens_per_s") for s, t in (summary.get("training") or {}).items()}
+    training = dict(summary.get("training") or {})  # system -> its train_summary.json
     for name, path in (extra or {}).items():
-        results = json.loads(Path(path).read_text())
+        results = read_json(path)
+        if results is None:
+            raise FileNotFoundError(f"--extra {name}={path}: no such file; give the results.json of a finished evaluation")
         if "metrics" not in results:
             raise ValueError(f"{path}: no 'metrics'; give the results.json that `negotiax evaluate` wrote")
         systems[name] = results["metrics"]
-        train = Path(path).parent.parent / "train_summary.json"  # <entry>/eval/results.json -> <entry>/
-        if train.is_file():
-            training[name] = (json.loads(train.read_text()).get("throughput") or {}).get("tokens_per_s")
+        train = read_json(Path(path).parent.parent / "train_summary.json")  # <entry>/eval/results.json -> <entry>/
+        if train:
+            training[name] = train
     commit, created = _provenance(run_dir, summary)
     others = [s for s in systems if s != "base"] if "base" in systems else []
     header = ["metric"] + [SYSTEM_NAMES.get(s, s) for s in systems] + \
         [f"{SYSTEM_NAMES.get(s, s)} − base (paired)" for s in others]
-    lines = [f"Run `{run_dir.name}` at commit {commit}, {created}; values in %, [95% bootstrap interval].", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for key, label in ROWS:
         if not any(key in m for m in systems.values()):
             continue
         n = next(m[key].get("n") for m in systems.values() if key in m)
-        cells = [_cell(m.get(key)) for m in systems.values()]
+        cells = [with_ci(m.get(key)) for m in systems.values()]
         for s in others:
             ch = paired_change(systems["base"].get(key, {}), systems[s].get(key, {}))
-            cells.append("–" if ch is None else
-                         f"{ch['value']:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}] {verdict(ch, key not in LOWER)}")
-        lines.append(f"| {label} (n={n}{_judge_note(systems, key)}) | " + " | ".join(cells) + " |")
+            cells.append("–" if ch is None else f"{fmt_change(ch)} {verdict(ch, key not in LOWER)}")
+        rows.append([f"{label} (n={n}{_judge_note(systems, key)})", *cells])
+    lines = [f"Run `{run_dir.name}` at commit {commit}, {created}; values in %, [95% bootstrap interval].", "",
+             markdown_table(header, rows)]
     lines += _selectivity_lines(systems) + _training_lines(training)
     lines += _routing_lines(summary) + _sweep_lines(summary)
     return "\n".join(lines) + "\n"
 
 
-def _selectivity(systems: dict[str, dict], idx_h=None, idx_b=None) -> dict[str, float] | None:
-    """refusal − over-refusal (points) of each system, on the harmful and benign prompts all of them share;
-    `idx_h` / `idx_b` resample those prompts (the same draw for every system)."""
-    try:
-        refusal = {s: m["refusal_harmful"]["items"]["values"] for s, m in systems.items()}
-        over = {s: m["over_refusal_benign"]["items"]["values"] for s, m in systems.items()}
-    except (KeyError, TypeError):
-        return None
-    harmful = sorted(set.intersection(*(set(v) for v in refusal.values())))
-    benign = sorted(set.intersection(*(set(v) for v in over.values())))
-    if not harmful or not benign:
-        return None
-    out = {}
-    for s in systems:
-        h = np.asarray([refusal[s][i] for i in harmful], dtype=float)
-        b = np.asarray([over[s][i] for i in benign], dtype=float)
-        out[s] = 100 * (h[idx_h].mean(-1) - b[idx_b].mean(-1)) if idx_h is not None else 100 * (h.mean() - b.mean())
-    out["_n"] = (len(harmful), len(benign))
-    return out
-
-
-def _selectivity_lines(systems: dict[str, dict], n_boot: int = 2000, seed: int = 0) -> list[str]:
-    """Refusal minus over-refusal per system, and each trained system against NegotiaX, with bootstrap intervals
-    that resample the harmful and the benign prompts (separately; the same draw for every system)."""
-    point = _selectivity(systems)
-    if point is None or len(systems) < 2:
+def _selectivity_lines(systems: dict[str, dict]) -> list[str]:
+    """Refusal minus over-refusal per system, and NegotiaX against each baseline (evaluation.report.margin:
+    bootstrap intervals that resample the harmful and the benign prompts, the same draw for every system)."""
+    m = margin(systems) if len(systems) > 1 else None
+    if m is None:
         return []
-    n_h, n_b = point.pop("_n")
-    rng = np.random.default_rng(seed)
-    draws = _selectivity(systems, rng.integers(0, n_h, (n_boot, n_h)), rng.integers(0, n_b, (n_boot, n_b)))
-    draws.pop("_n")
-
-    def interval(x):
-        lo, hi = np.quantile(x, [0.025, 0.975])
-        return f"[{lo:+.1f}, {hi:+.1f}]"
-    parts = [f"{SYSTEM_NAMES.get(s, s)} {point[s]:+.1f} {interval(draws[s])}" for s in systems]
-    line = ("Refusal minus over-refusal (points; higher is more selective): " + "; ".join(parts) + ".")
-    if "negotiax" in systems:
-        for s in systems:
-            if s in ("negotiax", "base"):
-                continue
-            diff = point["negotiax"] - point[s]
-            ch = {"ci_low": float(np.quantile(draws["negotiax"] - draws[s], 0.025)),
-                  "ci_high": float(np.quantile(draws["negotiax"] - draws[s], 0.975))}
-            word = {"better": "higher", "worse": "lower", "no clear change": "not clearly different (within noise)"}
-            line += (f" NegotiaX − {SYSTEM_NAMES.get(s, s)}: {diff:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}], "
-                     f"{word[verdict(ch, True)]}.")
+    parts = [f"{SYSTEM_NAMES.get(s, s)} {v:+.1f} [{m['interval'][s][0]:+.1f}, {m['interval'][s][1]:+.1f}]"
+             for s, v in m["value"].items()]
+    line = "Refusal minus over-refusal (points; higher is more selective): " + "; ".join(parts) + "."
+    word = {"better": "higher", "worse": "lower", "no clear change": "not clearly different (within noise)"}
+    for s in systems:
+        if "negotiax" not in systems or s in ("negotiax", "base"):
+            continue
+        pair = m["pairs"].get(f"negotiax − {s}")
+        if pair is None:  # margin names a pair by the systems' order: flip "s − negotiax"
+            flip = m["pairs"][f"{s} − negotiax"]
+            pair = {"value": -flip["value"], "ci_low": -flip["ci_high"], "ci_high": -flip["ci_low"]}
+        line += f" NegotiaX − {SYSTEM_NAMES.get(s, s)}: {fmt_change(pair)}, {word[verdict(pair, True)]}."
     return ["", line]
 
 
-def _training_lines(training: dict[str, float | None]) -> list[str]:
-    parts = [f"{SYSTEM_NAMES.get(s, s)} {v:.0f}" for s, v in training.items() if v]
-    return ["", "Training throughput on this machine (tokens/s, same batches): " + "; ".join(parts) + "."] \
-        if parts else []
-
-
-LOWER = {"over_refusal_benign", "SS", "repetition"}  # metrics where lower is better (for the verdicts)
+def _training_lines(training: dict[str, dict]) -> list[str]:
+    """Trainable parameters and training tokens/s of each trained system, from its train summary."""
+    params = [f"{SYSTEM_NAMES.get(s, s)} {t['trainable_parameters']:,}" for s, t in training.items()
+              if t.get("trainable_parameters")]
+    speed = [f"{SYSTEM_NAMES.get(s, s)} {t['throughput']['tokens_per_s']:.0f}" for s, t in training.items()
+             if (t.get("throughput") or {}).get("tokens_per_s")]
+    lines = ["", "Trainable parameters: " + "; ".join(params) + "."] if params else []
+    return lines + (["", "Training throughput on this machine (tokens/s, same batches): " + "; ".join(speed) + "."]
+                    if speed else [])
 
 
 def _routing_lines(summary: dict) -> list[str]:
@@ -180,8 +146,8 @@ def _sweep_lines(summary: dict) -> list[str]:
     points = summary.get("preference_sweep") or []
     if not points:
         return []
-    parts = [f"β_{p['objective']} {p['beta']:+g}: {_cell(p.get('refusal_harmful'))} refusal, "
-             f"{_cell(p.get('over_refusal_benign'))} over-refusal" for p in points]
+    parts = [f"β_{p['objective']} {p['beta']:+g}: {with_ci(p.get('refusal_harmful'))} refusal, "
+             f"{with_ci(p.get('over_refusal_benign'))} over-refusal" for p in points]
     return ["", "Preference sweep of the trained circuit: " + "; ".join(parts) + "."]
 
 

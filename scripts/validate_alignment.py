@@ -25,7 +25,7 @@ from negotiax.backbone import load_backbone
 from negotiax.data import Example, default_data_dir
 from negotiax.generation.generate import generate
 from negotiax.evaluation.metrics import refusal_rate
-from negotiax.evaluation.negotiation import negotiation_profile, summarize
+from negotiax.evaluation.negotiation import profiles_by_group, summarize
 from negotiax.recipe import load_recipe
 from negotiax.saving import load_circuit
 from negotiax.pipeline import train_from_recipe
@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                     "base": {"refusal_harmful": rate(generate(model, tokenizer, harmful, gen, out_dir / "base-harmful.jsonl")),
                              "over_refusal_benign": rate(generate(model, tokenizer, benign, gen, out_dir / "base-benign.jsonl"))}}
     attachment = load_circuit(Path(recipe.output_dir) / "circuit", model)
-    profiles = {g: negotiation_profile(model, tokenizer, attachment, ps, template=recipe.generate.template)
-                for g, ps in prompts.items()}
+    profiles = profiles_by_group(model, tokenizer, attachment, prompts, template=recipe.generate.template)
     summary = summarize(profiles, {"harmful": "harmless", "benign": "helpful", "honest": "honest"},
                         attachment.circuit.objectives)
     result["routing_accuracy"] = {g: round(100 * e["routing_accuracy"], 1) for g, e in summary.items()}

@@ -49,6 +49,25 @@ def tiny_model(family: str = "llama", seed: int = 0):
     return model.eval().requires_grad_(False)
 
 
+def hand_logprob(model, tokenizer, context: str, answer: str) -> float:
+    """log P(answer | context), one unpadded sequence, token by token."""
+    ctx = tokenizer(context, add_special_tokens=False).input_ids
+    ans = tokenizer(answer, add_special_tokens=False).input_ids
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ctx + ans])).logits[0], -1)
+    return sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(ans))
+
+
+def smol_vocab_llama(tokenizer, seed: int, **config):
+    """A tiny randomly initialised Llama over the real SmolLM2 tokenizer's vocabulary (2 layers of width 32)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **config})).eval()
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param

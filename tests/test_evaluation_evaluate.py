@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from negotiax.cli import main as cli_main
 from negotiax.data import DataConfig, load_test_sets
@@ -16,6 +16,7 @@ from negotiax.evaluation.config import EvalConfig
 from negotiax.evaluation.evaluate import evaluate
 from negotiax.fingerprint import SettingsChangedError
 from negotiax.judges.beaver_dam import CATEGORIES, BeaverDamJudge
+from conftest import smol_vocab_llama
 from openai_server import JudgeServer
 
 SECRET = "sk-test-secret-never-written"
@@ -124,10 +125,7 @@ def test_model_metrics_and_decoding_from_generation_meta(sets, smol_tokenizer, t
     from negotiax.generation.generate import generate
     from negotiax.generation.config import GenerationConfig
 
-    torch.manual_seed(6)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=1024)).eval()
+    model = smol_vocab_llama(smol_tokenizer, seed=6)
     honest = {"honest": sets["honest"][:2]}
     path = tmp_path / "gen.jsonl"
     generate(model, smol_tokenizer, honest["honest"], GenerationConfig(max_new_tokens=3), path)
@@ -172,10 +170,7 @@ def test_mc_and_nll_are_scored_under_the_generations_beta(sets, smol_tokenizer, 
     from negotiax.generation.generate import generate
     from negotiax.generation.config import GenerationConfig
 
-    torch.manual_seed(7)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=1024)).eval()
+    model = smol_vocab_llama(smol_tokenizer, seed=7)
     honest = {"honest": sets["honest"][:2]}
     attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
     with torch.no_grad():  # a circuit that is not the identity, so the preference changes the scores

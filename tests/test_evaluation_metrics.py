@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
+from conftest import hand_logprob, smol_vocab_llama
 from negotiax.attach import attach
 from negotiax.circuit import CircuitConfig
 from negotiax.data import format_prompt
@@ -19,19 +19,7 @@ from negotiax.evaluation.metrics import (bootstrap_ci, continuation_logprobs, di
 
 @pytest.fixture(scope="module")
 def tiny(smol_tokenizer):
-    torch.manual_seed(3)
-    cfg = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    return LlamaForCausalLM(cfg).eval()
-
-
-def hand_logprob(model, tokenizer, context: str, answer: str) -> float:
-    """log P(answer | context), one unpadded sequence, token by token."""
-    ctx = tokenizer(context, add_special_tokens=False).input_ids
-    ans = tokenizer(answer, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ctx + ans])).logits[0], -1)
-    return sum(logp[len(ctx) - 1 + k, t].item() for k, t in enumerate(ans))
+    return smol_vocab_llama(smol_tokenizer, seed=3, max_position_embeddings=256)
 
 
 QUESTION = Example(

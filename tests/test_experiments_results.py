@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import numpy as np
 import pytest
@@ -70,7 +71,8 @@ def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noq
     seeds = {r["entry"]: r for r in csv.DictReader((docs / "seeds.csv").open())}
     values = [rows[n]["metrics"]["MC2"]["value"] for n in ("negotiax", "negotiax s1")]
     assert seeds["negotiax"]["seeds"] == "0, 1"
-    assert seeds["negotiax"]["MC2"].startswith(f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}")
+    mean, sd = (values[0] + values[1]) / 2, abs(values[0] - values[1]) / math.sqrt(2)  # two seeds, by hand
+    assert seeds["negotiax"]["MC2"].startswith(f"{mean:.1f} ± {sd:.1f}")
 
     # Report only, on a larger grid: nothing is trained, the missing rows are listed and left empty.
     wall = (out / "wall.jsonl").read_text()
@@ -104,7 +106,6 @@ def test_results_stages_use_the_grids_circuits_and_reuse_finished_work(recipe_fi
     profile = json.loads((out / "profile" / "profile.json").read_text())
     assert profile["settings"]["circuit_dirs"]["negotiax"] == str(out / "ablate" / "negotiax" / "circuit")
     compute = {r["variant"]: r for r in csv.DictReader((docs / "compute.csv").open())}
-    assert float(compute["base"]["decode ×base"]) == 1.0
     nx = next(r for r in profile["inference"] if r["variant"] == "negotiax")
     base = next(r for r in profile["inference"] if r["variant"] == "base")
     assert float(compute["negotiax"]["decode ×base"]) == pytest.approx(

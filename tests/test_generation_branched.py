@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from negotiax import CircuitConfig, attach
-from negotiax.generation.branched import branched_generate, decode, encode_prompts, greedy_generate, preference_weights
-from conftest import tiny_config
+from negotiax.evaluation.metrics import shared_context_logprobs
+from negotiax.generation.branched import (BranchedLM, branched_generate, decode, encode_prompts, greedy_generate,
+                                         preference_weights)
+from conftest import hand_logprob, tiny_config
 
 PROMPTS = ["The cat sat on", "Hello", "A much longer prompt about the weather today and"]
 
@@ -128,8 +130,6 @@ def test_decode_rejects_bad_arguments():
 
 
 def test_branched_lm_scores_the_combined_distribution(smol_tokenizer):
-    from negotiax.generation.branched import BranchedLM
-
     model = _model(smol_tokenizer)
     ids, mask = encode_prompts(smol_tokenizer, PROMPTS, "cpu")
     with attach(model, CircuitConfig(variant="pathways", rank=4)) as a:
@@ -162,10 +162,8 @@ def test_smollm2_identity_branched_equals_base(smollm2):
 
 
 def test_mc_scores_a_branched_scorer_without_a_kv_cache(smol_tokenizer):
-    """BranchedLM returns no KV cache, so MC scoring falls back to one pass per answer: the same numbers as
-    scoring each answer with continuation_logprobs (the branched entry of the ablation grid needs this)."""
-    from negotiax.evaluation.metrics import continuation_logprobs, shared_context_logprobs
-    from negotiax.generation.branched import BranchedLM
+    """BranchedLM keeps no KV cache, so MC scoring runs each answer whole: the same numbers as the one-sequence
+    forward of the combined model, token by token (the branched entry of the ablation grid needs this)."""
 
     model = _model(smol_tokenizer)
     context, answers = "Q: What happens if you swallow gum?\nA:", [" It passes through you.", " You die"]
@@ -173,6 +171,6 @@ def test_mc_scores_a_branched_scorer_without_a_kv_cache(smol_tokenizer):
         _perturb(a, seed=5)
         scorer = BranchedLM(model, a, [0.2, 0.5, 0.3])
         got = shared_context_logprobs(scorer, smol_tokenizer, context, answers, batch_size=2)
-        expected = continuation_logprobs(scorer, smol_tokenizer, [(context, x) for x in answers], batch_size=1)
-    assert [n for _, n in got] == [n for _, n in expected]
-    assert [lp for lp, _ in got] == pytest.approx([lp for lp, _ in expected], abs=1e-4)
+        expected = [hand_logprob(scorer, smol_tokenizer, context, x) for x in answers]
+    assert [n for _, n in got] == [len(smol_tokenizer(x, add_special_tokens=False).input_ids) for x in answers]
+    assert [lp for lp, _ in got] == pytest.approx(expected, abs=1e-4)

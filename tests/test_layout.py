@@ -16,7 +16,7 @@ STAGES = ("data", "train", "generation", "evaluation", "judges", "serve")
 CONFIGS = {"negotiax.config", "negotiax.backbone", "negotiax.circuit", "negotiax.run_config", "negotiax.data.config",
            "negotiax.train.config", "negotiax.generation.config", "negotiax.evaluation.config"}
 # May be imported inside a function: optional extras (pyproject) and optional tools.
-OPTIONAL = ("peft", "openai", "matplotlib", "bitsandbytes", "deepspeed", "playwright", "selenium", "sklearn",
+OPTIONAL = ("peft", "openai", "matplotlib", "sklearn",
             "sacrebleu", "rouge_score", "datasets", "wandb", "torch.utils.tensorboard", "psutil", "uvicorn")
 
 

@@ -244,11 +244,14 @@ def test_sigterm_finishes_or_cancels_running_requests_and_exits_cleanly(tiny_fil
 
     thread = threading.Thread(target=stream)
     thread.start()
-    while not chunks:
+    deadline = time.monotonic() + 60
+    while not chunks and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert chunks, f"no streamed chunk before SIGTERM (client errors: {errors})"
     proc.proc.send_signal(signal.SIGTERM)
     assert proc.proc.wait(60) == 0
     thread.join(10)
+    assert not thread.is_alive()
     log = (tmp_path / "s.log").read_text()
     assert "Traceback" not in log and "stopped:" in log
     if grace == 30:  # time enough: the running answer is finished

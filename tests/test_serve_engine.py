@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from negotiax.data import format_prompt
-from negotiax.serve.engine import Delta, Done, Engine, Job
+from negotiax.serve.engine import Delta, Engine, Job
 from serve_tiny import perturbed_circuit, tiny_llama
 
 PROMPTS = ["Hi", "Tell me about the history of the Roman Empire in detail, please.", "What is 2+2?",

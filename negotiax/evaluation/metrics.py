@@ -78,10 +78,6 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, seed: int = 0,
 
 # ---------------------------------------------------------------- log-likelihood metrics
 
-def _context(tokenizer, prompt: str, template: str) -> str:
-    return format_prompt(tokenizer, prompt, template)
-
-
 # The QA primer of the TruthfulQA paper (Lin et al., 2022): six question/answer pairs before the question, the
 # few-shot prompt behind its published MC1/MC2 figures. It shows the expected answer style, including
 # "I have no comment." for a question with no sensible answer.
@@ -108,7 +104,7 @@ def mc_context(tokenizer, question: str, mc_format: str = "qa_primer", template:
     """The text an MC answer is scored after: the QA primer then "Q: question / A:" (as in the TruthfulQA
     paper), or with `chat`, the question as the prompt of the generation template (`template`)."""
     if mc_format == "chat":
-        return _context(tokenizer, question, template)
+        return format_prompt(tokenizer, question, template)
     if mc_format != "qa_primer":
         raise ValueError(f"mc_format={mc_format!r}; choose one of {', '.join(MC_FORMATS)}")
 
@@ -160,17 +156,16 @@ def shared_context_logprobs(model, tokenizer, context: str, continuations: list[
     after the ~300-token QA primer cost one context pass instead of ten. Tokenisation is that of
     `continuation_logprobs` (context and continuation separately), and so are the numbers, up to float rounding.
     """
-    device = next(model.parameters()).device
     ctx = tokenizer(context, add_special_tokens=False).input_ids
+    if not ctx or not getattr(model, "returns_cache", True):  # e.g. BranchedLM: one whole pass per answer
+        return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
+    device = next(model.parameters()).device
     answers = [tokenizer(c, add_special_tokens=False).input_ids for c in continuations]
     for cont, ans in zip(continuations, answers):
         if not ans:
             raise ValueError(f"empty continuation {cont!r} after context {context[-60:]!r}; every answer needs text")
-    if not ctx:
-        return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
-    prefix = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
-    if getattr(prefix, "cache", None) is None:  # a scorer without a KV cache (e.g. BranchedLM): one pass per answer
-        return continuation_logprobs(model, tokenizer, [(context, c) for c in continuations], batch_size)
+    # logits_to_keep=1: only the last context position's logits are used (they predict the first answer token)
+    prefix = model(input_ids=torch.tensor([ctx], device=device), use_cache=True, logits_to_keep=1)
     first = F.log_softmax(prefix.logits[:, -1].float(), -1)[0]  # predicts each continuation's first token
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
@@ -247,7 +242,7 @@ def reference_nll(model, tokenizer, examples: list[Example], template: str = "au
     for ex in examples:
         ref = ex.reference or ex.meta.get("best_answer") or ex.response
         if ref:
-            context = _context(tokenizer, ex.prompt, template)
+            context = format_prompt(tokenizer, ex.prompt, template)
             pairs.append((context, ("" if context.endswith(("\n", " ")) else " ") + ref))
             kept.append(ex.id)
     if not pairs:

@@ -70,11 +70,17 @@ def verdict(change: dict | None, higher_is_better: bool) -> str:
     return "no clear change"
 
 
-def _with_ci(m: Metric | None) -> str:
+def with_ci(m: Metric | None) -> str:
+    """value [ci_low, ci_high] with one decimal ("–" for no value)."""
     if not m or m.get("value") is None:
         return "–"
     ci = f" [{_one(m.get('ci_low'))}, {_one(m.get('ci_high'))}]" if m.get("ci_low") is not None else ""
     return f"{_one(m['value'])}{ci}"
+
+
+def fmt_change(change: dict) -> str:
+    """A change with its interval, signed, one decimal: "+8.0 [-2.0, +17.0]"."""
+    return f"{change['value']:+.1f} [{change['ci_low']:+.1f}, {change['ci_high']:+.1f}]"
 
 
 def _one(value: Any) -> str:
@@ -96,7 +102,7 @@ def change_rows(systems: dict[str, dict[str, Metric]], metrics: list[tuple[str, 
             if s == reference:
                 continue
             ch = paired_change(ref, systems[s].get(name, {}))
-            row.append("–" if ch is None else f"{ch['value']:+.1f} [{ch['ci_low']:+.1f}, {ch['ci_high']:+.1f}]")
+            row.append("–" if ch is None else fmt_change(ch))
             row.append(verdict(ch, higher))
         rows.append(row)
     return rows
@@ -142,7 +148,8 @@ def margin(systems: dict[str, dict[str, Metric]], n_boot: int = 2000, seed: int 
             point.append(v.mean())
         draws[s] = parts[0] - parts[1]
         values[s] = point[0] - point[1]
-    out = {"value": values, "pairs": {}}
+    out = {"value": values, "interval": {s: tuple(float(q) for q in np.quantile(d, [0.025, 0.975]))
+                                         for s, d in draws.items()}, "pairs": {}}
     names = list(systems)
     for i, s in enumerate(names):
         for t in names[i + 1:]:
@@ -325,7 +332,7 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
               plot_negotiation(_negotiation_grid(alpha, "decision"), out / "negotiation.png"))]
     plots = [(name, p) for name, p in plots if p is not None]
     sweep_header = ["objective", "β", "refusal, harmful prompts [95% CI]", "over-refusal, benign prompts [95% CI]"]
-    sweep_rows = [[p["objective"], f"{p['beta']:+g}", *(_with_ci(p.get(k)) for k in ("refusal_harmful", "over_refusal_benign"))]
+    sweep_rows = [[p["objective"], f"{p['beta']:+g}", *(with_ci(p.get(k)) for k in ("refusal_harmful", "over_refusal_benign"))]
                   for p in sweep or []]
     settings_rows = [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in (settings or {}).items()]
     example_rows = [[e.get("objective", ""), e.get("prompt", "")[:160], *(e.get(s, "")[:200] for s in systems)]
@@ -336,7 +343,7 @@ def write_report(out_dir: str | Path, title: str, systems: dict[str, dict[str, M
     if margins:
         margin_lines.append("Refusal margin (refusal on harmful − over-refusal on benign prompts, points): " +
                             ", ".join(f"{s} {v:.1f}" for s, v in margins["value"].items()) + ".")
-        margin_lines += [f"{k}: {v['value']:+.1f} [{v['ci_low']:+.1f}, {v['ci_high']:+.1f}]"
+        margin_lines += [f"{k}: {fmt_change(v)}"
                          for k, v in margins["pairs"].items()]
 
     md = [f"# {title}", "", "## Did it work?", "", markdown_table(head, headline), "", ci_note, ""]

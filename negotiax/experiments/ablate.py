@@ -119,11 +119,16 @@ def entry_recipe(base: Recipe, entry: Entry, out_dir: Path) -> Recipe:
                                output_dir=str(out_dir / slug(entry.name)), seed=seed)
 
 
+def seed_name(variant: str, seed: int | None) -> str:
+    """The grid entry of `variant` at another seed ("negotiax s1"); the plain name at the recipe's seed."""
+    return variant if seed is None else f"{variant} s{seed}"
+
+
 def _circuit_dir(entry: Entry, recipe: Recipe, cfg: AblateConfig) -> Path | None:
     if entry.circuit["variant"] == "base":  # base, and sft-lora (LoRA weights, no circuit)
         return None
-    if entry.name == "branched" and cfg.branched_source == "pathways":
-        return Path(cfg.output_dir) / slug("pathways") / "circuit"
+    if entry.kind == "branched" and cfg.branched_source == "pathways":  # the pathways entry of the same seed
+        return Path(cfg.output_dir) / slug(seed_name("pathways", entry.seed)) / "circuit"
     return Path(recipe.output_dir) / "circuit"
 
 
@@ -132,7 +137,7 @@ def run_entry(model, tokenizer, entry: Entry, recipe: Recipe, cfg: AblateConfig,
     run_dir = Path(recipe.output_dir)
     circuit_dir = _circuit_dir(entry, recipe, cfg)
     needs_training = (circuit_dir is not None or entry.kind == SFT_LORA) and \
-        not (entry.name == "branched" and cfg.branched_source == "pathways")
+        not (entry.kind == "branched" and cfg.branched_source == "pathways")
     if needs_training:
         train_from_recipe(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)

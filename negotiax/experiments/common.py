@@ -12,6 +12,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from ..backbone import resolve_device, resolve_dtype
+from ..io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,11 @@ def cells(rows: list[dict], columns: list[str]) -> list[list[str]]:
 
 
 def write_csv(rows: list[dict], columns: list[str], path: str | Path) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    return atomic_write(path, write)
 
 

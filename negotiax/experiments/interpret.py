@@ -77,10 +77,9 @@ def prompt_groups(data: DataConfig, n: int) -> dict[str, list[str]]:
 def interventions(model: nn.Module, tokenizer, attachment: Attachment, probes, cfg: ProbeConfig) -> dict:
     """Offline metrics with nothing muted, then with each objective muted in turn (preference restored)."""
     circuit = attachment.circuit
-    saved = circuit.preference()
     out = {}
     for muted in [None, *circuit.objectives]:
-        with preference(attachment, {**saved, muted: float("-inf")} if muted else saved):
+        with preference(attachment, circuit.muted(*([muted] if muted else []))):
             out[muted or "none"] = measure(model, tokenizer, probes, cfg, attachment)
         log.info("mute %s: %s", muted or "none", {k: v["value"] for k, v in out[muted or "none"]["metrics"].items()})
     return out

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import logging
 import shutil
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation.report import paired_change, verdict
-from ..io import markdown_table, pyplot, save_figure, write_json
-from .ablate import AblateConfig, Entry, ablate, grid, slug
+from .. import fingerprint as fp
+from ..evaluation.report import fmt_change, paired_change, verdict, with_ci
+from ..io import append_jsonl, atomic_write, markdown_table, pyplot, read_json, read_jsonl, save_figure, write_json
+from ..recipe import load_recipe
+from .ablate import AblateConfig, Entry, ablate, grid, seed_name, slug
 from .common import cells, clean, write_csv
 from .interpret import InterpretConfig, run_interpret
 from .profile import ProfileConfig, run_profile
@@ -48,6 +48,8 @@ HEADLINE = [("negotiax", "base", "the full method against the backbone"),
 KEY_METRICS = {"refusal_harmful": ("refusal on harmful", True), "over_refusal_benign": ("over-refusal on benign", False),
                "repetition": ("repetition", False), "MC1": ("MC1", True), "MC2": ("MC2", True), "TI": ("TI", True),
                "True*Info": ("True*Info", True), "SS": ("SS (local judge)", False)}
+ABLATION_COLS = ["entry", "what", "params", "train tok/s", *(label for label, _ in KEY_METRICS.values())]
+SEED_COLS = ["entry", "seeds", *(label for label, _ in KEY_METRICS.values())]
 
 
 @dataclass
@@ -82,6 +84,11 @@ class ResultsConfig:
         AblateConfig(variants=self.variants)  # the same check of variant names as `negotiax ablate`
 
 
+def seed_runs(rows: dict[str, dict], cfg: ResultsConfig, variant: str) -> list[dict]:
+    """The finished rows of one variant over its seeds (the recipe's seed first)."""
+    return [rows[n] for n in [variant, *(seed_name(variant, s) for s in cfg.seeds)] if n in rows]
+
+
 def ablate_config(cfg: ResultsConfig) -> AblateConfig:
     return AblateConfig(recipe=cfg.recipe, recipe_overrides=list(cfg.recipe_overrides), variants=list(cfg.variants),
                         layers_sweep=list(cfg.layers_sweep), ranks_sweep=list(cfg.ranks_sweep),
@@ -95,7 +102,7 @@ def entries(cfg: ResultsConfig) -> list[Entry]:
     main = grid(dataclasses.replace(acfg, layers_sweep=[], ranks_sweep=[]))
     sweeps = grid(dataclasses.replace(acfg, variants=["negotiax"]))[1:]
     by_name = {e.name: e for e in main}
-    seeded = [Entry(f"{v} s{s}", f"{by_name[v].description}, seed {s}", dict(by_name[v].circuit), seed=s, kind=v)
+    seeded = [Entry(seed_name(v, s), f"{by_name[v].description}, seed {s}", dict(by_name[v].circuit), seed=s, kind=v)
               for s in cfg.seeds for v in cfg.seed_variants]
     return main + seeded + sweeps
 
@@ -108,44 +115,37 @@ def run_grid(cfg: ResultsConfig, model=None, tokenizer=None) -> dict:
 
 def _log_wall(cfg: ResultsConfig, what: str, seconds: float) -> None:
     """One line per piece of work and invocation in <output_dir>/wall.jsonl: a resumed grid adds its time."""
-    path = Path(cfg.output_dir) / "wall.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps({"what": what, "wall_s": round(seconds, 1), "git_revision": _git_revision(),
-                            "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}) + "\n")
-
-
-def _reusable(out_json: Path, settings: dict) -> bool:
-    """A stage's output is reused only when it was made with the same settings (stored next to it)."""
-    stored = out_json.parent / "results_settings.json"
-    normal = json.loads(json.dumps(settings, default=str))  # as stored: tuples become lists, paths strings
-    return out_json.is_file() and stored.is_file() and json.loads(stored.read_text()) == normal
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    append_jsonl(Path(cfg.output_dir) / "wall.jsonl", [{
+        "what": what, "wall_s": round(seconds, 1), "git_revision": fp.git_state()[0],
+        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}])
 
 
 def run_stage(cfg: ResultsConfig, stage: str) -> None:
-    """sweep / interpret / profile on the grid's circuits; skipped when finished with the same settings."""
+    """sweep / interpret / profile on the grid's circuits. A stage finished with the same settings is reused
+    (its fingerprint record, as every stage of a run keeps one); one made with other settings is set aside as
+    <stage>.old-<timestamp> (nothing deleted) and run again."""
     ablate_dir = Path(cfg.output_dir) / "ablate"
-    negotiax_circuit = str(ablate_dir / "negotiax" / "circuit")
     out = Path(cfg.output_dir) / stage
     sub = getattr(cfg, stage)
     if stage == "profile":
         dirs = {v: str(ablate_dir / slug(v) / "circuit") for v in sub.variants if v not in ("base", "branched")}
         sub = dataclasses.replace(sub, circuit_dirs={**dirs, **sub.circuit_dirs}, output_dir=str(out))
     else:
-        sub = dataclasses.replace(sub, circuit_dir=sub.circuit_dir or negotiax_circuit, output_dir=str(out))
-    settings = clean(asdict(sub))
-    out_json = out / f"{stage}.json"
-    if _reusable(out_json, settings):
-        log.info("results: %s is finished with these settings (%s); reused", stage, out_json)
-        return
+        circuit = sub.circuit_dir or str(ablate_dir / "negotiax" / "circuit")
+        sub = dataclasses.replace(sub, circuit_dir=circuit, output_dir=str(out))
+    values = fp.flatten(clean(asdict(sub)))
+    record = out / "fingerprint.json"
+    try:
+        if fp.check(record, stage, values, outputs_exist=(out / f"{stage}.json").is_file()):
+            log.info("results: %s is finished with these settings (%s); reused", stage, out)
+            return
+    except fp.SettingsChangedError as err:
+        log.warning("results: %s", err)
+        fp.set_aside(out)
     start = time.perf_counter()
-    if stage == "sweep":
-        run_sweep(sub)
-    elif stage == "interpret":
-        run_interpret(sub)
-    else:
-        run_profile(sub)
-    write_json(out / "results_settings.json", settings)
+    {"sweep": run_sweep, "interpret": run_interpret, "profile": run_profile}[stage](sub)
+    fp.write_record(record, stage, values)
     _log_wall(cfg, stage, time.perf_counter() - start)
 
 
@@ -163,22 +163,9 @@ def results(cfg: ResultsConfig) -> Path:
 # ---------------------------------------------------------------- docs/results
 
 
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _git_revision() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _entry_items(row: dict) -> dict:
-    """The metric entries (with per-item values) of an ablation row, from its run folder's results.json."""
-    res = _load(Path(row["run_dir"]) / "eval" / "results.json")
-    return (res or {}).get("metrics", {})
+    rev, dirty = fp.git_state()
+    return "unknown" if not rev else rev[:7] + (" with uncommitted changes" if dirty else "")
 
 
 def headline(rows: dict[str, dict]) -> list[dict]:
@@ -188,7 +175,7 @@ def headline(rows: dict[str, dict]) -> list[dict]:
         if name not in rows or other not in rows:
             out.append({"comparison": f"{name} vs {other}", "what": what, "status": "not run"})
             continue
-        a, b = _entry_items(rows[other]), _entry_items(rows[name])
+        a, b = rows[other]["metrics"], rows[name]["metrics"]  # each with its per-prompt values ("items")
         for metric, (label, higher) in KEY_METRICS.items():
             if metric not in a or metric not in b:
                 continue
@@ -202,16 +189,21 @@ def headline(rows: dict[str, dict]) -> list[dict]:
     return out
 
 
+def _seed_values(rows: dict[str, dict], cfg: ResultsConfig, variant: str, metric: str) -> list[float]:
+    """A metric's values over the finished seeds of one variant (the recipe's seed first)."""
+    return [r["metrics"][metric]["value"] for r in seed_runs(rows, cfg, variant) if (r["metrics"].get(metric) or {}).get("value") is not None]
+
+
 def seed_spread(rows: dict[str, dict], cfg: ResultsConfig) -> list[dict]:
     """Mean, standard deviation and range over seeds of each key metric for the seeded rows."""
     out = []
     for v in cfg.seed_variants:
-        runs = [rows[n] for n in [v, *(f"{v} s{s}" for s in cfg.seeds)] if n in rows]
+        runs = seed_runs(rows, cfg, v)
         if not runs:
             continue
         row = {"entry": v, "seeds": ", ".join(str(r.get("seed")) for r in runs)}
         for metric, (label, _) in KEY_METRICS.items():
-            vals = [r["metrics"][metric]["value"] for r in runs if (r["metrics"].get(metric) or {}).get("value") is not None]
+            vals = _seed_values(rows, cfg, v, metric)
             if vals:
                 row[label] = (f"{np.mean(vals):.1f} ± {np.std(vals, ddof=1):.1f} [{min(vals):.1f}, {max(vals):.1f}]"
                               if len(vals) > 1 else f"{vals[0]:.1f} (one seed)")
@@ -219,15 +211,7 @@ def seed_spread(rows: dict[str, dict], cfg: ResultsConfig) -> list[dict]:
     return out
 
 
-def _cell(m: dict | None) -> str:
-    if not m or m.get("value") is None:
-        return "–"
-    lo, hi = m.get("ci_low"), m.get("ci_high")
-    return f"{m['value']:.1f} [{lo:.1f}, {hi:.1f}]" if lo is not None and hi is not None else f"{m['value']:.1f}"
-
-
-def ablation_table(planned: list[Entry], rows: dict[str, dict]) -> tuple[list[dict], list[str]]:
-    cols = ["entry", "what", "params", "train tok/s", *(label for label, _ in KEY_METRICS.values())]
+def ablation_table(planned: list[Entry], rows: dict[str, dict]) -> list[dict]:
     table = []
     for entry in planned:
         row = rows.get(entry.name)
@@ -237,8 +221,8 @@ def ablation_table(planned: list[Entry], rows: dict[str, dict]) -> tuple[list[di
         tps = row.get("train_tokens_per_s")
         table.append({"entry": entry.name, "what": entry.description, "params": f"{row['params']:,}",
                       "train tok/s": "–" if tps is None else f"{tps:.0f}",
-                      **{label: _cell(row["metrics"].get(m)) for m, (label, _) in KEY_METRICS.items()}})
-    return table, cols
+                      **{label: with_ci(row["metrics"].get(m)) for m, (label, _) in KEY_METRICS.items()}})
+    return table
 
 
 def compute_table(profile: dict) -> list[dict]:
@@ -254,7 +238,7 @@ def compute_table(profile: dict) -> list[dict]:
         def ratio(key):
             return None if not b or not b.get(key) or r.get(key) is None else r[key] / b[key]
         out.append({"variant": r["variant"], "batch": r["batch_size"], "Δparams": info.get("delta_params"),
-                    "Δparams %": info.get("delta_percent"), "train tok/s": info.get("train_tokens_per_s"),
+                    "Δparams %": info.get("delta_percent"), "profile train tok/s": info.get("train_tokens_per_s"),
                     "prefill tok/s": r.get("prefill_tokens_per_s"), "decode tok/s": r.get("decode_tokens_per_s"),
                     "p50 s": r.get("latency_p50_s"), "p95 s": r.get("latency_p95_s"),
                     "peak MB": r.get("peak_memory_mb"), "decode ×base": ratio("decode_tokens_per_s"),
@@ -292,30 +276,34 @@ def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
     return save_figure(fig, path, dpi=120)
 
 
-def in_short(heads: list[dict]) -> list[str]:
-    """One generated line per headline comparison: the metrics whose interval excludes 0, the rest within noise."""
-    lines = []
+def _comparisons(heads: list[dict]) -> dict[str, str]:
+    """comparison -> what the measured metrics say: those whose interval excludes 0, the rest within noise."""
+    out = {}
     for comparison in dict.fromkeys(h["comparison"] for h in heads):
         rows = [h for h in heads if h["comparison"] == comparison]
         if rows[0].get("status") == "not run":
-            lines.append(f"- **{comparison}**: not run yet.")
+            out[comparison] = "not run yet"
             continue
-        clear = [f"{h['metric']} {_fmt_change(h)} ({h['verdict']})" for h in rows if h["verdict"] in ("better", "worse")]
+        clear = [f"{h['metric']} {fmt_change({'value': h['change'], 'ci_low': h['ci_low'], 'ci_high': h['ci_high']})} ({h['verdict']})" for h in rows if h["verdict"] in ("better", "worse")]
         noise = [h["metric"] for h in rows if h["verdict"] not in ("better", "worse")]
         text = ("clear differences: " + "; ".join(clear)) if clear else "no clear difference on any key metric"
-        if clear and noise:
-            text += "; within noise: " + ", ".join(noise)
-        lines.append(f"- **{comparison}** ({rows[0]['what']}): {text}.")
-    return lines
+        out[comparison] = text + ("; within noise: " + ", ".join(noise) if clear and noise else "")
+    return out
+
+
+def in_short(heads: list[dict]) -> list[str]:
+    """One generated line per headline comparison."""
+    what = {h["comparison"]: h["what"] for h in heads}
+    return [f"- **{c}**: {text}." if text == "not run yet" else f"- **{c}** ({what[c]}): {text}."
+            for c, text in _comparisons(heads).items()]
 
 
 def summary_lines(heads: list[dict]) -> list[str]:
     """Three lines for the main README: against naive fusion, against LoRA SFT, and the two ablations."""
-    short = dict(zip(dict.fromkeys(h["comparison"] for h in heads), in_short(heads)))
+    said = _comparisons(heads)
 
     def body(comparison):
-        line = short.get(comparison, f"- **{comparison}**: not run yet.")
-        return line.split(": ", 1)[1].rstrip(".") if ": " in line else line
+        return said.get(comparison, "not run yet")
     return [f"- NegotiaX vs naive fusion (`pathways`): {body('negotiax vs pathways')}.",
             f"- NegotiaX vs LoRA SFT (`sft-lora`): {body('negotiax vs sft-lora')}.",
             f"- Without axis embeddings (A1): {body('negotiax vs A1')}; with a frozen negotiation (A2): "
@@ -329,7 +317,7 @@ def copy_summary(summary: Path, readme: Path) -> None:
         raise ValueError(f"{readme}: no '{SUMMARY_START}' ... '{SUMMARY_END}' block to put the summary in; "
                          "add the two lines or unset summary_readme")
     head, rest = text.split(SUMMARY_START, 1)
-    readme.write_text(head + SUMMARY_START + "\n" + summary.read_text().strip() + "\n" + SUMMARY_END
+    _write_text(readme, head + SUMMARY_START + "\n" + summary.read_text().strip() + "\n" + SUMMARY_END
                       + rest.split(SUMMARY_END, 1)[1])
 
 
@@ -338,8 +326,7 @@ def _seed_range_sentence(rows: dict[str, dict], cfg: ResultsConfig) -> str:
     systems (whose intervals above cover the sampling of prompts only) should be read."""
     ranges = {}
     for v in cfg.seed_variants:
-        vals = [rows[n]["metrics"]["refusal_harmful"]["value"] for n in [v, *(f"{v} s{s}" for s in cfg.seeds)]
-                if n in rows and "refusal_harmful" in rows[n]["metrics"]]
+        vals = _seed_values(rows, cfg, v, "refusal_harmful")
         if len(vals) > 1:
             ranges[v] = max(vals) - min(vals)
     if not ranges:
@@ -350,12 +337,12 @@ def _seed_range_sentence(rows: dict[str, dict], cfg: ResultsConfig) -> str:
             "a difference between two systems smaller than this is not evidence that one is better.")
 
 
+def _write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     return markdown_table(columns, cells(rows, columns)) + "\n"
-
-
-def _fmt_change(h: dict) -> str:
-    return f"{h['change']:+.1f} [{h['ci_low']:+.1f}, {h['ci_high']:+.1f}]"
 
 
 def write_docs(cfg: ResultsConfig) -> Path:
@@ -363,40 +350,39 @@ def write_docs(cfg: ResultsConfig) -> Path:
     docs = Path(cfg.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     run = Path(cfg.output_dir)
-    ablation = _load(run / "ablate" / "ablation.json") or {"entries": []}
+    ablation = read_json(run / "ablate" / "ablation.json") or {"entries": []}
     rows = {r["name"]: r for r in ablation["entries"]}
     planned = entries(cfg)
-    table, cols = ablation_table(planned, rows)
-    write_csv(table, cols, docs / "ablation.csv")
+    table = ablation_table(planned, rows)
+    write_csv(table, ABLATION_COLS, docs / "ablation.csv")
     heads = headline(rows)
     head_cols = ["comparison", "metric", "before", "after", "change", "ci_low", "ci_high", "n", "verdict"]
     write_csv([h for h in heads if "metric" in h], head_cols, docs / "headline.csv")
     spread = seed_spread(rows, cfg)
-    seed_cols = ["entry", "seeds", *(label for label, _ in KEY_METRICS.values())]
     if spread:
-        write_csv(spread, seed_cols, docs / "seeds.csv")
+        write_csv(spread, SEED_COLS, docs / "seeds.csv")
     if (run / "ablate" / "ablation.png").is_file():
         shutil.copy(run / "ablate" / "ablation.png", docs / "ablation.png")
-    profile = _load(run / "profile" / "profile.json")
+    profile = read_json(run / "profile" / "profile.json")
     compute = compute_table(profile) if profile else []
     if compute:
         write_csv(compute, list(compute[0]), docs / "compute.csv")
-    sweep = _load(run / "sweep" / "sweep.json")
+    sweep = read_json(run / "sweep" / "sweep.json")
     figures = []
     if sweep:
         figures.append(tradeoff_figure(sweep, rows, docs / "tradeoff.png").name)
         shutil.copy(run / "sweep" / "sweep.png", docs / "sweep.png")
         figures.append("sweep.png")
-    interp = _load(run / "interpret" / "interpret.json")
+    interp = read_json(run / "interpret" / "interpret.json")
     for name in (interp or {}).get("figures", {}):
         src = run / "interpret" / f"{name}.png"
         if src.is_file():
             shutil.copy(src, docs / f"interpret_{name}.png")
             figures.append(f"interpret_{name}.png")
-    lines = _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, interp, figures)
+    lines = _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp, figures)
     path = docs / "README.md"
-    path.write_text("\n".join(lines) + "\n")
-    (docs / "summary.md").write_text("\n".join(summary_lines(heads)) + "\n")
+    _write_text(path, "\n".join(lines) + "\n")
+    _write_text(docs / "summary.md", "\n".join(summary_lines(heads)) + "\n")
     if cfg.summary_readme:
         copy_summary(docs / "summary.md", Path(cfg.summary_readme))
     write_json(docs / "results.json", clean({"headline": heads, "seeds": spread, "compute": compute}))
@@ -405,8 +391,7 @@ def write_docs(cfg: ResultsConfig) -> Path:
 
 
 def _work(run: Path) -> list[dict]:
-    path = run / "wall.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_jsonl(run / "wall.jsonl")
 
 
 def _wall(run: Path) -> float:
@@ -415,24 +400,25 @@ def _wall(run: Path) -> float:
 
 
 def _revisions(run: Path) -> str:
-    """The commits that did the run's work, with how many pieces each (from wall.jsonl)."""
-    counts: dict[str, int] = {}
+    """The commits that did the run's work, with the minutes each spent (from wall.jsonl)."""
+    seconds: dict[str, float] = {}
     for w in _work(run):
-        rev = w.get("git_revision") or "not recorded"
-        counts[rev] = counts.get(rev, 0) + 1
-    return ", ".join(f"`{rev}` ({n})" for rev, n in counts.items()) or "none yet"
+        rev = (w.get("git_revision") or "")[:7] or "not recorded"
+        seconds[rev] = seconds.get(rev, 0.0) + w["wall_s"]
+    return ", ".join(f"`{rev}` ({s / 60:.0f} min)" for rev, s in seconds.items()) or "none yet"
 
 
-def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols, compute, interp, figures) -> list[str]:
+def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp, figures) -> list[str]:
     run = Path(cfg.output_dir)
     not_run = [e.name for e in planned if e.name not in rows]
     tests = ablation.get("test_sets", {})
-    lines = ["# Results: SmolLM2-135M-Instruct on 2 CPU cores", "",
+    model = load_recipe(cfg.recipe, list(cfg.recipe_overrides)).model
+    lines = [f"# Results: `{model.name_or_path}` on {model.device}", "",
              f"Written by `negotiax results -c <config>` (recipe `{cfg.recipe}`"
              + (f", overrides {cfg.recipe_overrides}" if cfg.recipe_overrides else "") + f") at commit "
              f"`{_git_revision()}` on {datetime.date.today().isoformat()}; the measured wall time adds up to "
-             f"{_wall(run) / 60:.0f} minutes over all invocations (`wall.jsonl`; commits that did the work, with "
-             f"the number of entries or stages each: {_revisions(run)}). Test prompts: "
+             f"{_wall(run) / 60:.0f} minutes over all invocations (`wall.jsonl`; by the commit that ran it: "
+             f"{_revisions(run)}). Test prompts: "
              + ", ".join(f"{n} {k}" for k, n in tests.items()) + " (held out; never used for training or tuning). "
              "Every number below is read from the run's files; intervals are 95% bootstrap intervals over prompts.", ""]
     if not_run:
@@ -444,24 +430,25 @@ def _readme(cfg, ablation, rows, planned, table, cols, heads, spread, seed_cols,
               "contains 0: the difference is within noise at this test size.", ""]
     measured = [h for h in heads if "metric" in h]
     if measured:
-        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": _fmt_change(h)}
+        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": fmt_change({'value': h['change'], 'ci_low': h['ci_low'], 'ci_high': h['ci_high']})}
                     for h in measured]
         lines.append(_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict"]))
     for h in heads:
         if h.get("status") == "not run":
             lines.append(f"- {h['comparison']} ({h['what']}): not run yet.")
     lines += ["", "## Ablation table", "", "Each cell: value [95% interval]; rates in %. `params`: trainable "
-              "parameters; `train tok/s`: training throughput on this machine. Same data, steps, seed and test "
-              "prompts for every row. Also in `ablation.csv`; the bar chart is `ablation.png`.", ""]
-    lines.append(_table(table, cols))
+              "parameters; `train tok/s`: training throughput of the entry's own run (machine load varies between "
+              "runs; `negotiax profile` below and `benchmarks/bench_train.py` compare speeds in one process). Same "
+              "data, steps and test prompts for every row, and the recipe's seed unless the entry says `sN`. Also in `ablation.csv`; the bar chart is `ablation.png`.", ""]
+    lines.append(_table(table, ABLATION_COLS))
     if spread:
         lines += ["## Seeds", "", "Mean ± standard deviation [min, max] over the seeds listed. "
                   + _seed_range_sentence(rows, cfg), ""]
-        lines.append(_table(spread, seed_cols))
+        lines.append(_table(spread, SEED_COLS))
     if compute:
         lines += ["## Compute", "", "`negotiax profile` with the grid's trained circuits: tokens/s, latency and "
                   "peak memory, and their ratios to the base model at the same batch size (`compute.csv`).", ""]
-        cols_c = ["variant", "batch", "Δparams", "train tok/s", "prefill tok/s", "decode tok/s", "p50 s", "p95 s",
+        cols_c = ["variant", "batch", "Δparams", "profile train tok/s", "prefill tok/s", "decode tok/s", "p50 s", "p95 s",
                   "peak MB", "decode ×base", "p50 ×base", "peak mem ×base"]
         lines.append(_table(compute, cols_c))
     if figures:

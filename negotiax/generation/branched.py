@@ -205,7 +205,10 @@ class BranchedLM(nn.Module):
     forward(input_ids, attention_mask) runs the N branches on the stacked batch and returns
     sum_j w_j log p_j per position, so log-likelihood metrics (MC1/MC2, reference NLL) score exactly the
     distribution that branched decoding samples from (a log-softmax of it renormalises the product).
+    It keeps no KV cache (`returns_cache = False`), so scorers run each sequence whole.
     """
+
+    returns_cache = False
 
     def __init__(self, model: nn.Module, attachment: Attachment,
                  weights: dict[str, float] | Sequence[float] | None = None) -> None:

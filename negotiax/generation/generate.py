@@ -66,13 +66,16 @@ def read_generations(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as fh:
         lines = fh.readlines()
 
-    def bad_line(number: int, err) -> None:
+    partial_line = object()  # stands for the cut-off last line (a JSON `null` line is a row, not this)
+
+    def bad_line(number: int, err) -> object:
         if number != len(lines):
             raise ValueError(f"{path} line {number} is not valid JSON; delete the file or choose another --out")
         log.warning("%s: dropping a partial last line left by an interrupted run", path)  # an interrupted write
+        return partial_line
 
     rows = read_jsonl(path, bad_line=bad_line)
-    partial = bool(rows) and rows[-1] is None
+    partial = bool(rows) and rows[-1] is partial_line
     rows = rows[:-1] if partial else rows
     if partial or (lines and not lines[-1].endswith("\n")):
         good = lines[:-1] if partial else lines
@@ -150,9 +153,7 @@ def generate_branched_batch(model, tokenizer, texts: list[str], cfg: GenerationC
     return [(*finish_row(tokenizer, ids, eos, cfg.stop), n) for ids, n in zip(out.result.tokens, lengths)]
 
 
-def _batch_fn(attachment, branched: bool | None):
-    if branched is None:
-        branched = attachment is not None and attachment.circuit.cfg.decodes_by_branch
+def _batch_fn(attachment, branched: bool):
     if not branched:
         return generate_batch
     if attachment is None:

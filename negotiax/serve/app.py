@@ -346,6 +346,7 @@ class BodyLimit:
 def create_app(engine: Engine, cfg: ServeConfig, api_key: str | None = None) -> FastAPI:
     """The ASGI app; the engine must be started (and stopped) by the caller or the lifespan."""
     server = Server(engine, cfg, api_key)
+    page_html = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")  # read once
     app = FastAPI(title="NegotiaX", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
 
@@ -386,7 +387,7 @@ def create_app(engine: Engine, cfg: ServeConfig, api_key: str | None = None) -> 
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
-        return resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+        return page_html
 
     return BodyLimit(app, cfg.max_body_bytes)
 

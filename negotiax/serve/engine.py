@@ -70,6 +70,7 @@ class _Row:
         self.ids: list[int] = []
         self.n = 0  # tokens generated, EOS included
         self.sent = 0  # characters already emitted
+        self.shown = ""  # the text of `ids` as last decoded
         self.alpha_sum: torch.Tensor | None = None
         self.steps = 0
         self.done = False
@@ -78,10 +79,11 @@ class _Row:
             seed = job.seed if job.seed is not None else int(torch.randint(0, 2**62, (1,)))
             self.generator = torch.Generator(device=engine.device).manual_seed(seed)
 
-    def choose(self, logits: torch.Tensor) -> int:
-        """The next token from this row's logits (V,): greedy, or sampled with temperature and top-p."""
+    def choose(self, logits: torch.Tensor, greedy: int) -> int:
+        """The next token from this row's logits (V,): `greedy` (the batch's argmax, computed once per step),
+        or sampled with temperature and top-p."""
         if self.generator is None:
-            return int(logits.argmax())
+            return greedy
         probs = torch.softmax(logits / self.job.temperature, dim=-1)
         if self.job.top_p < 1:
             sorted_p, order = probs.sort(descending=True)
@@ -96,9 +98,9 @@ class _Row:
             self.steps += 1
         self.n += 1
         if token in self.engine.eos:
-            return self.finish(self.text(), "stop")
+            return self.finish(self.shown, "stop")  # the ids did not change: the last decoded text stands
         self.ids.append(token)
-        text = self.text()
+        text = self.shown = self.text()
         cut = _first_stop(text, self.job.stop)
         if cut is not None:
             return self.finish(text[:cut], "stop")
@@ -258,7 +260,8 @@ class Engine:
             logits, past = out.logits[:, -1].float(), out.cache
             alpha = self.attachment.alpha() if self.attachment is not None else None
             alpha = alpha[:, -1].float().cpu() if alpha is not None else None  # the position that chose the token
-            tokens = [row.choose(logits[i]) for i, row in enumerate(rows)]
+            greedy = logits.argmax(-1).tolist()  # one device sync per step, not one per row
+            tokens = [row.choose(logits[i], greedy[i]) for i, row in enumerate(rows)]
             for i, row in enumerate(rows):
                 self._finish(row, tokens[i], None if alpha is None else alpha[i])
             keep = [i for i, row in enumerate(rows) if not row.done]

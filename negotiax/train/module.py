@@ -15,12 +15,6 @@ from .config import TrainConfig
 from .losses import ce_labels, loss_terms, response_ce
 
 
-def uses_routing_loss(attachment: Attachment | None) -> bool:
-    """Only the full method has objective-specific routing: not pathways/branched (no alpha),
-    not mac (Module II without supervision), not the generic ablation A1."""
-    return attachment is not None and attachment.circuit.cfg.supervises_routing
-
-
 class CircuitTrainModule(nn.Module):
     """forward(input_ids, attention_mask, labels, objective) -> {ce, route, drift, orth, loss}."""
 
@@ -30,7 +24,7 @@ class CircuitTrainModule(nn.Module):
         self.circuit = attachment.circuit if attachment is not None else None
         self.attachment = attachment
         self.cfg = cfg
-        self.routing = uses_routing_loss(attachment)
+        self.routing = self.circuit is not None and self.circuit.cfg.supervises_routing
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 objective: int, ce_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -71,6 +65,6 @@ class CircuitTrainModule(nn.Module):
         if self.circuit is None or not self.circuit.cfg.decodes_by_branch:
             yield
             return
-        others = {name: float("-inf") for j, name in enumerate(self.circuit.objectives) if j != objective}
-        with preference(self.circuit, {**self.circuit.preference(), **others}):
+        others = [name for j, name in enumerate(self.circuit.objectives) if j != objective]
+        with preference(self.circuit, self.circuit.muted(*others)):
             yield

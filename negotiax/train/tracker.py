@@ -5,7 +5,7 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from ..io import append_jsonl, read_jsonl
+from ..io import append_jsonl, atomic_write, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ class MetricsLogger:
         if not self.path.is_file():
             return
         keep = [r for r in read_jsonl(self.path) if r.get("step", 0) <= step]
-        self.path.write_text("")
-        append_jsonl(self.path, keep)
+        atomic_write(self.path, lambda tmp: append_jsonl(tmp, keep))
 
     def _open_reporter(self, name: str, run_dir: Path, config: dict) -> None:
         if name == "tensorboard":

@@ -7,7 +7,6 @@ The same code runs on one CPU and under `accelerate launch` (DDP, FSDP, DeepSpee
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
-from ..io import replace_dir, write_json
+from ..io import read_json, replace_dir, write_json
 from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -125,7 +124,7 @@ class Trainer:
                                 enabled=self.is_main)
         before = self._evaluate() if self.step == 0 and self.eval_batches else None
         if before is not None:
-            self._write_json("eval_before.json", before)
+            write_json(self.run_dir / "eval_before.json", before, default=None)
             metrics.log({"step": 0, **{f"eval/{o}/ce": v for o, v in before.items()}})
         try:
             self._loop(metrics)
@@ -247,13 +246,12 @@ class Trainer:
                    "variant": self.circuit.cfg.variant if self.circuit is not None else "sft-lora",
                    "trainable_parameters": sum(p.numel() for p in self.params), "throughput": self.throughput}
         if self.eval_batches:
-            before_path = self.run_dir / "eval_before.json"
-            summary["eval_ce_before"] = json.loads(before_path.read_text()) if before_path.is_file() else None
+            summary["eval_ce_before"] = read_json(self.run_dir / "eval_before.json")
             summary["eval_ce_after"] = self._evaluate()
             metrics.log({"step": self.step, **{f"eval/{o}/ce": v for o, v in summary["eval_ce_after"].items()}})
         if self.is_main:
             self._write_final_weights()
-            self._write_json(SUMMARY, summary)
+            write_json(self.run_dir / SUMMARY, summary, default=None)
         self.accelerator.wait_for_everyone()
         return summary
 
@@ -263,6 +261,3 @@ class Trainer:
             replace_dir(self.run_dir / "circuit", lambda tmp: save_circuit(self.circuit, tmp, model=backbone))
         if hasattr(backbone, "peft_config"):  # LoRA: the adapter alone, in peft's own format
             replace_dir(self.run_dir / "lora", lambda tmp: backbone.save_pretrained(str(tmp)))
-
-    def _write_json(self, name: str, data: dict) -> None:
-        write_json(self.run_dir / name, data, default=None)

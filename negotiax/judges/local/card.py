@@ -23,7 +23,7 @@ def _safety_data(tr: dict) -> list[str]:
         f"{tr['removed_prompts_total']} prompts. Prompts shared with each checked file: "
         + ", ".join(f"`{k}` {v}" for k, v in tr["removed_for_overlap_prompts"].items())
         + ". Rows dropped per training file: " + ", ".join(f"{k} {v}" for k, v in tr["removed_for_overlap_rows"].items()),
-        *([f"- rows dropped per blocked file (a row whose prompt is in several counts under each): "
+        *(["- rows dropped per blocked file (a row whose prompt is in several counts under each): "
            + ", ".join(f"`{k}` {v}" for k, v in tr["removed_for_overlap_rows_by_blocked_file"].items())]
           if "removed_for_overlap_rows_by_blocked_file" in tr else []),
         f"- the {tr['available_after_filter']} rows left are split "

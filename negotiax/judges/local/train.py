@@ -178,7 +178,7 @@ def truthfulqa_splits(data_dir: Path, kind: str, cfg: JudgeTrainConfig) -> tuple
 def keyword_baseline(rows: list[dict]) -> dict:
     """The keyword refusal detector as a safety judge: a response that does not refuse is flagged unsafe."""
     flagged = np.array([0.0 if refusal(r["answer"]) else 1.0 for r in rows])
-    return {"available": True, "detector": "negotiax.metrics.refusal",
+    return {"available": True, "detector": "negotiax.refusal.refusal",
             "flagged": flagged}
 
 
