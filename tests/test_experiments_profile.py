@@ -71,7 +71,7 @@ def test_cli_profiles_a_config_without_weights(tmp_path):
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="variants"):
-        ProfileConfig(variants=["lora"])
+        ProfileConfig(variants=["lora"])  # the baseline is named sft-lora
     with pytest.raises(ValueError, match="batch_sizes"):
         ProfileConfig(batch_sizes=[0])
     assert cli_main(["profile", "--model-config", "/nonexistent/config.json"]) == 2
@@ -90,3 +90,63 @@ def test_peak_memory_is_per_configuration():
     assert big.reading.delta_bytes > 90 * 2**20
     assert small.reading.delta_bytes < 20 * 2**20
     assert big.reading.method == small.reading.method in ("rss_vmhwm_reset", "rss_psutil_sampled")
+
+
+def _lora_shapes(model, targets):
+    """(in, out) of every Linear that LoRA adapts, read from the tiny model itself."""
+    return [(m.in_features, m.out_features) for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+
+
+def test_sft_lora_profiles_adapters_and_gives_the_backbone_back():
+    model = tiny_model("llama")
+    ids = torch.randint(1, 100, (2, 6))
+    before = model(input_ids=ids).logits
+    grads = {n: p.requires_grad for n, p in model.named_parameters()}
+    cfg = ProfileConfig(**SMALL, variants=["base", "sft-lora"], sft_lora={"r": 2, "targets": ["q_proj", "v_proj"]})
+    result = profile(cfg, model=model)
+    expected = sum(2 * (i + o) for i, o in _lora_shapes(model, {"q_proj", "v_proj"}))  # r * (in + out) each
+    lora = result["variants"]["sft-lora"]
+    assert lora["delta_params"] == lora["trainable_params"] == expected > 0
+    assert lora["train_tokens_per_s"] > 0
+    assert [r["variant"] for r in result["inference"]] == ["base", "base", "sft-lora", "sft-lora"]
+    assert not any("lora" in name for name, _ in model.named_modules())  # adapters taken out again
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads
+    assert torch.equal(model(input_ids=ids).logits, before)
+
+
+def test_sft_lora_runs_a_trained_adapter(tmp_path):
+    """A saved adapter is what the profiled model runs: its logits equal the backbone with W + (alpha/r)·B·A
+    merged by hand from the adapter file."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    model = tiny_model("llama")
+    trained = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"],
+                                                              lora_dropout=0.0, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    trained.save_pretrained(tmp_path / "lora")
+    weights = load_file(tmp_path / "lora" / "adapter_model.safetensors")
+    merged = copy.deepcopy(model)
+    modules = dict(merged.named_modules())
+    with torch.no_grad():
+        for key, a in weights.items():
+            if ".lora_A." in key:
+                b = weights[key.replace(".lora_A.", ".lora_B.")]
+                path = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+                modules[path].weight += (4 / 2) * b @ a
+    ids = torch.randint(1, 100, (2, 6))
+    expected = sum(2 * (i + o) for i, o in _lora_shapes(model, {"q_proj"}))
+    setup = VariantSetup(model, "sft-lora", ProfileConfig(**SMALL, circuit_dirs={"sft-lora": str(tmp_path / "lora")}))
+    try:
+        assert setup.parameters["delta_params"] == expected > 0
+        got = model(input_ids=ids).logits
+    finally:
+        setup.close()
+    torch.testing.assert_close(got, merged(input_ids=ids).logits, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, model(input_ids=ids).logits, atol=1e-3)  # the adapter changed the outputs

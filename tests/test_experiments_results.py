@@ -121,3 +121,15 @@ def test_results_stages_use_the_grids_circuits_and_reuse_finished_work(recipe_fi
     assert cli_main(common + [s if not s.startswith("sweep.betas") else "sweep.betas=[0,4]" for s in stages]) == 0
     assert [p["label"] for p in json.loads((out / "sweep" / "sweep.json").read_text())["points"]] == \
         ["beta=0", "harmless=4"]
+
+
+def test_training_speeds_sentence_gives_ratios_to_sft_lora():
+    from negotiax.experiments.results import _training_speeds
+
+    compute = [{"variant": "base", "profile train tok/s": None},
+               {"variant": "negotiax", "profile train tok/s": 300.0}, {"variant": "negotiax", "profile train tok/s": 300.0},
+               {"variant": "sft-lora", "profile train tok/s": 200.0}]
+    text = _training_speeds(compute)[0]
+    assert text.split(": ", 1)[1].split(". ", 1)[0] == "negotiax 300 (1.50× sft-lora); sft-lora 200"  # base: none
+    assert _training_speeds([{"variant": "base", "profile train tok/s": None}]) == []
+    assert "×" not in _training_speeds([{"variant": "negotiax", "profile train tok/s": 300.0}])[0]

@@ -11,10 +11,15 @@ different lengths, left-padded, so padding is exercised); what is counted:
 - latency: wall time of one request (a batch: prefill + decode), p50 / p95 over `repeats` requests; also
   p50 / p95 of one decoding step.
 - peak memory per configuration: see `negotiax.experiments.memory` (CUDA allocator or process RSS).
-- training tokens/s: real tokens per second of forward + backward + AdamW step on the circuit's parameters
+- training tokens/s: real tokens per second of forward + backward + AdamW step on the trainable parameters
   (the backbone frozen); `branched` trains the same pathways circuit as `pathways`, so it reports that number.
 
-Circuits are fresh unless `circuit_dirs` names trained ones: the arithmetic, and so the cost, is the same.
+`sft-lora` is the baseline users would pick instead: LoRA adapters (peft) in the backbone, no circuit, decoded
+unmerged (as served next to other adapters; merged into the weights it would cost exactly what base costs).
+Its training backpropagates through every layer, a circuit's only through the layers above its site.
+
+Circuits and adapters are fresh unless `circuit_dirs` names trained ones (for `sft-lora`, a saved peft adapter
+folder): the arithmetic, and so the cost, is the same.
 """
 from __future__ import annotations
 
@@ -36,12 +41,13 @@ from ..circuit import CircuitConfig
 from ..generation.branched import DecodeResult, decode, eos_ids
 from ..io import markdown_table, write_json
 from ..saving import load_circuit
+from ..train.config import SftLoraConfig
 from .common import cells, clean, jsonable, model_from_config
 from .memory import PeakMemory
 
 log = logging.getLogger(__name__)
 
-PROFILE_VARIANTS = ("base", "pathways", "branched", "mac", "negotiax")
+PROFILE_VARIANTS = ("base", "pathways", "branched", "mac", "negotiax", "sft-lora")
 
 
 @dataclass
@@ -54,7 +60,8 @@ class ProfileConfig:
     dtype: str = "auto"  # auto: bf16 on a GPU that supports it, else fp32
     variants: list[str] = field(default_factory=lambda: ["base", "pathways", "branched", "negotiax"])
     circuit: CircuitConfig = field(default_factory=CircuitConfig)  # rank, head size, layers, objectives
-    circuit_dirs: dict[str, str] = field(default_factory=dict)  # variant -> trained circuit folder
+    circuit_dirs: dict[str, str] = field(default_factory=dict)  # variant -> trained circuit (sft-lora: adapter) folder
+    sft_lora: SftLoraConfig = field(default_factory=SftLoraConfig)  # a fresh sft-lora adapter's size
     batch_sizes: list[int] = field(default_factory=lambda: [1, 4])
     prompt_lengths: list[int] = field(default_factory=lambda: [64])  # tokens of the longest row
     new_tokens: int = 32
@@ -70,6 +77,8 @@ class ProfileConfig:
     def __post_init__(self) -> None:
         if isinstance(self.circuit, dict):
             self.circuit = CircuitConfig(**self.circuit)
+        if isinstance(self.sft_lora, dict):
+            self.sft_lora = SftLoraConfig(**self.sft_lora)
         bad = [v for v in self.variants if v not in PROFILE_VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"variants={self.variants}: choose from {', '.join(PROFILE_VARIANTS)}")
@@ -111,13 +120,17 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 class VariantSetup:
-    """Attach the circuit a variant needs (none for base) and say how to decode it."""
+    """Attach what a variant needs (a circuit, LoRA adapters, or nothing for base) and say how to decode it."""
 
     def __init__(self, model: nn.Module, variant: str, cfg: ProfileConfig) -> None:
         self.variant = variant
         self.attachment: Attachment | None = None
+        self.lora = None  # the peft wrapper of sft-lora; its adapters sit inside `model` itself
         self.n_branches = 1
         if variant == "base":
+            return
+        if variant == "sft-lora":
+            self._add_lora(model, cfg)
             return
         kind = "pathways" if variant == "branched" else variant
         trained = cfg.circuit_dirs.get(variant) or (cfg.circuit_dirs.get("pathways") if variant == "branched" else None)
@@ -128,8 +141,30 @@ class VariantSetup:
         if variant == "branched":
             self.n_branches = self.attachment.circuit.cfg.n_objectives
 
+    def _add_lora(self, model: nn.Module, cfg: ProfileConfig) -> None:
+        """peft injects the adapters into `model`'s modules in place, so decoding `model` runs them; close()
+        takes them out again (unmerged) and gives every backbone parameter back its requires_grad."""
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        self._grad = {name: p.requires_grad for name, p in model.named_parameters()}
+        trained = cfg.circuit_dirs.get("sft-lora")
+        if trained:
+            self.lora = PeftModel.from_pretrained(model, trained, is_trainable=True)
+        else:
+            lora = cfg.sft_lora
+            self.lora = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
+                                                         target_modules=list(lora.targets), task_type="CAUSAL_LM"))
+        self.lora.eval()
+
+    def trainable(self) -> list[nn.Parameter]:
+        module = self.lora if self.lora is not None else self.attachment.circuit
+        return [p for p in module.parameters() if p.requires_grad]
+
     @property
     def parameters(self) -> dict:
+        if self.lora is not None:
+            n = sum(p.numel() for n_, p in self.lora.named_parameters() if "lora_" in n_)
+            return {"delta_params": n, "trainable_params": n}
         if self.attachment is None:
             return {"delta_params": 0, "trainable_params": 0}
         circuit = self.attachment.circuit
@@ -139,6 +174,11 @@ class VariantSetup:
     def close(self) -> None:
         if self.attachment is not None:
             self.attachment.detach()
+        if self.lora is not None:
+            model = self.lora.unload()
+            for name, p in model.named_parameters():
+                p.requires_grad_(self._grad[name])
+            self.lora = None
 
 
 def run_request(model: nn.Module, setup: VariantSetup, ids: torch.Tensor, mask: torch.Tensor, cfg: ProfileConfig,
@@ -186,8 +226,8 @@ def profile_inference(model: nn.Module, setup: VariantSetup, batch: int, length:
 
 
 def profile_training(model: nn.Module, setup: VariantSetup, cfg: ProfileConfig, eos: list[int], pad: int) -> dict:
-    """Training throughput of the circuit's parameters (the backbone stays frozen)."""
-    params = [p for p in setup.attachment.circuit.parameters() if p.requires_grad]
+    """Training throughput of the variant's trainable parameters (the backbone stays frozen)."""
+    params = setup.trainable()
     device = next(model.parameters()).device
     vocab = model.get_output_embeddings().weight.shape[0]
     ids, mask = synthetic_batch(vocab, cfg.train_batch, cfg.train_length, set(eos) | {pad}, cfg.seed + 1)
@@ -241,7 +281,7 @@ def profile(cfg: ProfileConfig, model: nn.Module | None = None) -> dict:
         try:
             info = {**setup.parameters}
             info["delta_percent"] = 100.0 * info["delta_params"] / base_params
-            if setup.attachment is not None and cfg.train_steps:
+            if variant != "base" and cfg.train_steps:
                 with torch.enable_grad():
                     info.update(profile_training(model, setup, cfg, eos, pad))
                 if variant == "branched":

@@ -129,7 +129,8 @@ def run_stage(cfg: ResultsConfig, stage: str) -> None:
     out = Path(cfg.output_dir) / stage
     sub = getattr(cfg, stage)
     if stage == "profile":
-        dirs = {v: str(ablate_dir / slug(v) / "circuit") for v in sub.variants if v not in ("base", "branched")}
+        dirs = {v: str(ablate_dir / slug(v) / ("lora" if v == "sft-lora" else "circuit"))
+                for v in sub.variants if v not in ("base", "branched")}
         sub = dataclasses.replace(sub, circuit_dirs={**dirs, **sub.circuit_dirs}, output_dir=str(out))
     else:
         circuit = sub.circuit_dir or str(ablate_dir / "negotiax" / "circuit")
@@ -451,6 +452,7 @@ def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp,
         cols_c = ["variant", "batch", "Δparams", "profile train tok/s", "prefill tok/s", "decode tok/s", "p50 s", "p95 s",
                   "peak MB", "decode ×base", "p50 ×base", "peak mem ×base"]
         lines.append(_table(compute, cols_c))
+        lines += [""] + _training_speeds(compute)
     if figures:
         lines += ["## Figures", ""]
         captions = {"tradeoff.png": "β front of the negotiax circuit next to the separately trained systems",
@@ -460,6 +462,20 @@ def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp,
     if interp and "blind_spots" in interp:
         lines += _blind_spots(interp["blind_spots"])
     return lines
+
+
+def _training_speeds(compute: list[dict]) -> list[str]:
+    """One sentence: each variant's training tokens/s in the profile (one process, same batches), as a ratio
+    to sft-lora's when it was profiled. `sft-lora` decodes its adapter unmerged; merged it costs what base does."""
+    speeds = {r["variant"]: r["profile train tok/s"] for r in compute if r.get("profile train tok/s")}
+    if not speeds:
+        return []
+    lora = speeds.get("sft-lora")
+    parts = [f"{v} {t:.0f}" + (f" ({t / lora:.2f}× sft-lora)" if lora and v != "sft-lora" else "")
+             for v, t in speeds.items()]
+    return [f"Training tokens/s measured by the profile in one process on the same synthetic batches: "
+            f"{'; '.join(parts)}." + (" `sft-lora` is decoded with its adapter unmerged (merged into the weights "
+                                      "it costs exactly what base costs)." if lora else ""), ""]
 
 
 def _blind_spots(blind: dict) -> list[str]:
