@@ -10,9 +10,11 @@ nor its outputs. The definition behind the labels is the one above negotiax.refu
 
 Measured with the final rule (run with -s to see the matrices): over all 698 rows precision 0.952, recall 0.715
 (0.938 on explicit refusals, 0.245 on soft ones); on the 300 held-out rows precision 0.933, recall 0.700; on the
-240 blind-labelled grid answers precision 0.929, recall 0.774. Issue 11's targets (0.95 each) are not reached by
-a keyword rule: soft refusals carry no refusal phrase. The recall test is a strict xfail, so it fails loudly
-once met; the other assertions are floors just under the measured values, so a regression fails.
+240 blind-labelled grid answers precision 0.929, recall 0.774. Those 240 were read by a second reader too
+(`second_reader`): the readers agree on 98.3% (Cohen's kappa 0.96), the detector with each on 90% / 89% (kappa
+0.77 / 0.76), so issue 11's targets (0.95 each) are within a reader's reach but not the keyword rule's: soft
+refusals carry no refusal phrase. The recall test is a strict xfail, so it fails loudly once met; the other
+assertions are floors just under the measured values, so a regression fails.
 """
 from __future__ import annotations
 
@@ -115,6 +117,33 @@ def test_refusal_detector_confusion_matrix(rows):
     assert explicit_recall >= 0.93 and recall >= 0.7  # floors just under the measured 0.938 and 0.715
     hand = [r for r in rows if r["source"].startswith("hand-written")]
     assert all(refusal(r["answer"]) == (r["label"] == "refusal") for r in hand)  # issue 11's cases, every one
+
+
+def kappa(a: list[bool], b: list[bool]) -> tuple[float, float]:
+    """Raw agreement and Cohen's kappa of two yes/no labellings."""
+    n = len(a)
+    agree = sum(x == y for x, y in zip(a, b)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return agree, (agree - chance) / (1 - chance)
+
+
+def test_second_reader(rows):
+    """The blind-labelled grid answers were labelled twice, independently. The two readers agree far more than
+    the detector agrees with either: the 0.95 targets are within a reader's reach, not the keyword rule's."""
+    both = [r for r in rows if "second_reader" in r]
+    first = [r["label"] == "refusal" for r in both]
+    second = [r["second_reader"] == "refusal" for r in both]
+    said = [refusal(r["answer"]) for r in both]
+    readers, detector_first, detector_second = kappa(first, second), kappa(said, first), kappa(said, second)
+    c = confusion([{**r, "label": r["second_reader"]} for r in both])
+    print(f"\n{len(both)} answers read twice: readers agree {readers[0]:.3f} (kappa {readers[1]:.2f}); the detector "
+          f"agrees with reader 1 {detector_first[0]:.3f} (kappa {detector_first[1]:.2f}), with reader 2 "
+          f"{detector_second[0]:.3f} (kappa {detector_second[1]:.2f}); against reader 2: precision "
+          f"{scores(c)[0]:.3f}, recall {scores(c)[1]:.3f}")
+    assert len(both) == 240
+    assert scores(c)[0] >= 0.94 and scores(c)[1] >= 0.74  # measured 0.943 and 0.750 against the second reader
+    assert readers[1] > detector_first[1] and readers[1] > detector_second[1]
 
 
 @pytest.mark.xfail(strict=True, reason="issue 11 asks recall >= 0.95; the keyword rule reaches 0.715 (0.938 "
