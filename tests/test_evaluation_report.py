@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from negotiax.evaluation.report import change_rows, headline_metrics, margin, paired_change, verdict, write_report
+from negotiax.evaluation.report import (change_rows, headline_metrics, margin, paired_change, seed_change, verdict,
+                                       write_report)
 
 
 def entry(values: dict, stat: str = "mean", scale: float = 100.0) -> dict:
@@ -30,6 +31,21 @@ def test_paired_change_of_a_product_statistic():
     after = entry({"a": [1, 1], "b": [0, 1]}, stat="product")  # 50% x 100% -> 50
     assert paired_change(before, after)["value"] == pytest.approx(0.0)
     assert paired_change(before, {"value": 1.0}) is None  # no per-item values: no interval
+
+
+def test_seed_change_resamples_the_runs():
+    """Three training seeds that differ only by a constant (0, 30 and 60%; no prompt noise) against one run
+    at 0: the change is -30, and the interval spans what resampling three seeds can give, by hand: the
+    mean of three draws from {0, 30, 60} is 60 or 0 with probability 1/27 each (3.7% > 2.5%), so the 95%
+    interval of the change is [-60, 0] exactly. Paired prompts alone (seed 0 against the run) would say 0."""
+    ids = [f"q{i}" for i in range(10)]
+    seeds = [entry({i: c for i in ids}) for c in (0.0, 0.3, 0.6)]
+    other = [entry({i: 0.0 for i in ids})]
+    ch = seed_change(seeds, other, n_boot=4000, seed=1)
+    assert ch["value"] == pytest.approx(-30.0) and ch["runs"] == [3, 1] and ch["n"] == 10
+    assert ch["ci_low"] == pytest.approx(-60.0) and ch["ci_high"] == pytest.approx(0.0)
+    assert paired_change(seeds[0], other[0])["ci_low"] == paired_change(seeds[0], other[0])["ci_high"] == 0.0
+    assert seed_change(seeds, [{"value": 1.0}]) is None and seed_change([], other) is None
 
 
 def test_verdict_reads_the_interval_and_the_direction():

@@ -68,6 +68,11 @@ def test_results_runs_a_tiny_grid_and_writes_docs(recipe_file, tmp_path):  # noq
     nx = json.loads((out / "ablate" / "negotiax" / "eval" / "results.json").read_text())["metrics"]["MC2"]
     assert float(mc2["change"]) == pytest.approx(_mean_change(base, nx), abs=1e-9)
     assert float(mc2["ci_low"]) <= float(mc2["change"]) <= float(mc2["ci_high"])
+    # Over seeds: negotiax's two seeds against base's one run, the seed means by hand.
+    nx1 = json.loads((out / "ablate" / "negotiax_s1" / "eval" / "results.json").read_text())["metrics"]["MC2"]
+    assert mc2["seeds"] == "2 vs 1"
+    assert float(mc2["seeds_change"]) == pytest.approx((_mean_change(base, nx) + _mean_change(base, nx1)) / 2, abs=1e-9)
+    assert {h["seeds"] for h in heads if h["comparison"] == "negotiax vs sft-lora"} == {"2 vs 2"}
     seeds = {r["entry"]: r for r in csv.DictReader((docs / "seeds.csv").open())}
     values = [rows[n]["metrics"]["MC2"]["value"] for n in ("negotiax", "negotiax s1")]
     assert seeds["negotiax"]["seeds"] == "0, 1"

@@ -43,20 +43,36 @@ def paired_change(before: Metric, after: Metric, n_boot: int = 2000, seed: int =
                   level: float = 0.95) -> dict | None:
     """after - before on the items both systems were scored on, with a paired bootstrap interval
     (prompts resampled together for both systems). None when the entries carry no per-item values."""
-    a, b = before.get("items"), after.get("items")
-    if not a or not b or a.get("stat") != b.get("stat"):
+    change = seed_change([before], [after], n_boot, seed, level)
+    return None if change is None else {k: change[k] for k in ("value", "ci_low", "ci_high", "n")}
+
+
+def seed_change(before: list[Metric], after: list[Metric], n_boot: int = 2000, seed: int = 0,
+                level: float = 0.95) -> dict | None:
+    """after - before, each side averaged over its runs (e.g. training seeds, all scored on the same prompts),
+    with a bootstrap interval that resamples the prompts (one draw shared by every run) and, independently,
+    each side's runs. A difference inside it is within prompt and training-seed noise together; with one run
+    a side contributes no seed variation, and with one run on each side this is the paired prompt bootstrap.
+    None when a run carries no per-item values or the runs share no item."""
+    items = [m.get("items") for m in (*before, *after)]
+    if not before or not after or not all(items) or len({i.get("stat") for i in items}) != 1:
         return None
-    ids = sorted(set(a["values"]) & set(b["values"]))
+    ids = sorted(set.intersection(*(set(i["values"]) for i in items)))
     if not ids:
         return None
-    x = np.asarray([a["values"][i] for i in ids], dtype=float)
-    y = np.asarray([b["values"][i] for i in ids], dtype=float)
-    scale, stat = float(a.get("scale", 1.0)), a.get("stat", "mean")
-    idx = np.random.default_rng(seed).integers(0, len(ids), (n_boot, len(ids)))
-    draws = (_statistic(stat, y[idx]) - _statistic(stat, x[idx])) * scale
-    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    value = float(_statistic(stat, y) - _statistic(stat, x)) * scale
-    return {"value": value, "ci_low": float(low), "ci_high": float(high), "n": len(ids)}
+    x = np.asarray([[m["items"]["values"][i] for i in ids] for m in before], dtype=float)  # (runs, items[, 2])
+    y = np.asarray([[m["items"]["values"][i] for i in ids] for m in after], dtype=float)
+    scale, stat = float(items[0].get("scale", 1.0)), items[0].get("stat", "mean")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ids), (n_boot, len(ids)))
+    runs_x = rng.integers(0, len(x), (n_boot, len(x)))
+    runs_y = rng.integers(0, len(y), (n_boot, len(y)))
+    per_run_x = _statistic(stat, x[:, idx]).T  # (n_boot, runs): each run's statistic on each prompt draw
+    per_run_y = _statistic(stat, y[:, idx]).T
+    draws = (np.take_along_axis(per_run_y, runs_y, 1).mean(1) - np.take_along_axis(per_run_x, runs_x, 1).mean(1))
+    low, high = np.quantile(draws * scale, [(1 - level) / 2, (1 + level) / 2])
+    value = float(_statistic(stat, y).mean() - _statistic(stat, x).mean()) * scale
+    return {"value": value, "ci_low": float(low), "ci_high": float(high), "n": len(ids), "runs": [len(x), len(y)]}
 
 
 def verdict(change: dict | None, higher_is_better: bool) -> str:
@@ -80,7 +96,9 @@ def with_ci(m: Metric | None) -> str:
 
 def fmt_change(change: dict) -> str:
     """A change with its interval, signed, one decimal: "+8.0 [-2.0, +17.0]"."""
-    return f"{change['value']:+.1f} [{change['ci_low']:+.1f}, {change['ci_high']:+.1f}]"
+    def signed(x: float) -> str:
+        return f"{round(x, 1) + 0.0:+.1f}"  # + 0.0: a tiny negative prints +0.0, not -0.0
+    return f"{signed(change['value'])} [{signed(change['ci_low'])}, {signed(change['ci_high'])}]"
 
 
 def _one(value: Any) -> str:

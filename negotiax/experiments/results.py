@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import fingerprint as fp
-from ..evaluation.report import fmt_change, paired_change, verdict, with_ci
+from ..evaluation.report import fmt_change, paired_change, seed_change, verdict, with_ci
 from ..io import append_jsonl, atomic_write, markdown_table, pyplot, read_json, read_jsonl, save_figure, write_json
 from ..recipe import load_recipe
 from .ablate import AblateConfig, Entry, ablate, grid, seed_name, slug
@@ -169,8 +169,10 @@ def _git_revision() -> str:
     return "unknown" if not rev else rev[:7] + (" with uncommitted changes" if dirty else "")
 
 
-def headline(rows: dict[str, dict]) -> list[dict]:
-    """Paired changes (same prompts) of the headline comparisons, with 95% intervals and a verdict."""
+def headline(rows: dict[str, dict], cfg: ResultsConfig) -> list[dict]:
+    """Paired changes (same prompts) of the headline comparisons at the recipe's seed, with 95% intervals and a
+    verdict; where a side has several training seeds, also the change of the seed means with an interval that
+    resamples seeds and prompts together (`seeds_*`), the one to read: it includes training-seed noise."""
     out = []
     for name, other, what in HEADLINE:
         if name not in rows or other not in rows:
@@ -183,10 +185,18 @@ def headline(rows: dict[str, dict]) -> list[dict]:
             change = paired_change(a[metric], b[metric])
             if change is None:
                 continue
-            out.append({"comparison": f"{name} vs {other}", "what": what, "metric": label,
-                        "before": a[metric]["value"], "after": b[metric]["value"], "change": change["value"],
-                        "ci_low": change["ci_low"], "ci_high": change["ci_high"], "n": change["n"],
-                        "verdict": verdict(change, higher)})
+            row = {"comparison": f"{name} vs {other}", "what": what, "metric": label,
+                   "before": a[metric]["value"], "after": b[metric]["value"], "change": change["value"],
+                   "ci_low": change["ci_low"], "ci_high": change["ci_high"], "n": change["n"],
+                   "verdict": verdict(change, higher)}
+            runs_a = [r["metrics"][metric] for r in seed_runs(rows, cfg, other) if metric in r["metrics"]]
+            runs_b = [r["metrics"][metric] for r in seed_runs(rows, cfg, name) if metric in r["metrics"]]
+            seeds = seed_change(runs_a, runs_b) if max(len(runs_a), len(runs_b)) > 1 else None
+            if seeds is not None:
+                row.update({"seeds": f"{len(runs_b)} vs {len(runs_a)}", "seeds_change": seeds["value"],
+                            "seeds_low": seeds["ci_low"], "seeds_high": seeds["ci_high"],
+                            "seeds_verdict": verdict(seeds, higher)})
+            out.append(row)
     return out
 
 
@@ -278,17 +288,31 @@ def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
 
 
 def _comparisons(heads: list[dict]) -> dict[str, str]:
-    """comparison -> what the measured metrics say: those whose interval excludes 0, the rest within noise."""
+    """comparison -> what the measured metrics say: those whose interval excludes 0, the rest within noise. Where
+    training seeds were repeated, the seed-mean change and its seeds-and-prompts interval decide."""
     out = {}
     for comparison in dict.fromkeys(h["comparison"] for h in heads):
         rows = [h for h in heads if h["comparison"] == comparison]
         if rows[0].get("status") == "not run":
             out[comparison] = "not run yet"
             continue
-        clear = [f"{h['metric']} {fmt_change({'value': h['change'], 'ci_low': h['ci_low'], 'ci_high': h['ci_high']})} ({h['verdict']})" for h in rows if h["verdict"] in ("better", "worse")]
-        noise = [h["metric"] for h in rows if h["verdict"] not in ("better", "worse")]
+        clear, noise = [], []
+        for h in rows:
+            if "seeds_verdict" in h:
+                said, change = h["seeds_verdict"], {"value": h["seeds_change"], "ci_low": h["seeds_low"],
+                                                    "ci_high": h["seeds_high"]}
+                runs = f", seed means over {h['seeds']} runs"
+            else:
+                said, change, runs = h["verdict"], {"value": h["change"], "ci_low": h["ci_low"],
+                                                    "ci_high": h["ci_high"]}, ", one run each"
+            if said in ("better", "worse"):
+                clear.append(f"{h['metric']} {fmt_change(change)} ({said}{runs})")
+            else:
+                noise.append(h["metric"])
         text = ("clear differences: " + "; ".join(clear)) if clear else "no clear difference on any key metric"
-        out[comparison] = text + ("; within noise: " + ", ".join(noise) if clear and noise else "")
+        seeded = [h["seeds"] for h in rows if "seeds" in h]
+        where = f" (seed means over {seeded[0]} runs)" if seeded and not clear else ""
+        out[comparison] = text + where + ("; within noise: " + ", ".join(noise) if clear and noise else "")
     return out
 
 
@@ -356,8 +380,9 @@ def write_docs(cfg: ResultsConfig) -> Path:
     planned = entries(cfg)
     table = ablation_table(planned, rows)
     write_csv(table, ABLATION_COLS, docs / "ablation.csv")
-    heads = headline(rows)
-    head_cols = ["comparison", "metric", "before", "after", "change", "ci_low", "ci_high", "n", "verdict"]
+    heads = headline(rows, cfg)
+    head_cols = ["comparison", "metric", "before", "after", "change", "ci_low", "ci_high", "n", "verdict",
+                 "seeds", "seeds_change", "seeds_low", "seeds_high", "seeds_verdict"]
     write_csv([h for h in heads if "metric" in h], head_cols, docs / "headline.csv")
     spread = seed_spread(rows, cfg)
     if spread:
@@ -427,13 +452,23 @@ def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp,
                   "Re-running the command resumes the grid; these rows are left empty, not estimated.", ""]
     lines += ["## In short", ""] + in_short(heads) + [""]
     lines += ["## Headline comparisons", "",
-              "Paired changes (row − reference, on the same prompts). *No clear change* means the interval "
-              "contains 0: the difference is within noise at this test size.", ""]
+              "Paired changes (row − reference, on the same prompts) at the recipe's seed: `change` and `verdict`. "
+              "Where a system was trained with several seeds, `over seeds` is the change of the seed means, with an "
+              "interval that resamples the training seeds and the prompts together (`runs`: row vs reference; a "
+              "reference trained once, such as A1 or A2, brings no seed noise of its own into it, base has none); "
+              "its verdict is the one to read, since the seed-0 interval ignores training noise. *No clear change* "
+              "means the interval contains 0: the difference is within noise at this test size.", ""]
     measured = [h for h in heads if "metric" in h]
     if measured:
-        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": fmt_change({'value': h['change'], 'ci_low': h['ci_low'], 'ci_high': h['ci_high']})}
+        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}",
+                     "change": fmt_change({"value": h["change"], "ci_low": h["ci_low"], "ci_high": h["ci_high"]}),
+                     "runs": h.get("seeds", "1 vs 1"),
+                     "over seeds": fmt_change({"value": h["seeds_change"], "ci_low": h["seeds_low"],
+                                               "ci_high": h["seeds_high"]}) if "seeds" in h else "–",
+                     "verdict over seeds": h.get("seeds_verdict", "–")}
                     for h in measured]
-        lines.append(_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict"]))
+        lines.append(_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict", "runs",
+                                       "over seeds", "verdict over seeds"]))
     for h in heads:
         if h.get("status") == "not run":
             lines.append(f"- {h['comparison']} ({h['what']}): not run yet.")
