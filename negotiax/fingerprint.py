@@ -165,5 +165,5 @@ def set_aside(path: str | Path) -> Path | None:
     while target.exists():
         target, n = path.with_name(f"{path.name}.old-{stamp}-{n}"), n + 1
     path.rename(target)
-    log.warning("--fresh: the previous %s was renamed to %s (nothing deleted)", path, target)
+    log.warning("set aside: the previous %s was renamed to %s (nothing deleted)", path, target)
     return target

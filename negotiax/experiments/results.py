@@ -152,13 +152,14 @@ def run_stage(cfg: ResultsConfig, stage: str) -> None:
 
 def results(cfg: ResultsConfig) -> Path:
     """Run the stages (resumably), then write docs_dir; returns docs_dir/README.md."""
+    revision = _git_revision()  # before anything is written: the docs it writes are tracked files
     if not cfg.report_only:
         for stage in cfg.stages:
             if stage == "ablate":
                 run_grid(cfg)
             else:
                 run_stage(cfg, stage)
-    return write_docs(cfg)
+    return write_docs(cfg, revision)
 
 
 # ---------------------------------------------------------------- docs/results
@@ -370,8 +371,10 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return markdown_table(columns, cells(rows, columns)) + "\n"
 
 
-def write_docs(cfg: ResultsConfig) -> Path:
-    """docs_dir/: ablation, seeds, headline and compute tables (.md + .csv), the figures, and README.md."""
+def write_docs(cfg: ResultsConfig, revision: str | None = None) -> Path:
+    """docs_dir/: ablation, seeds, headline and compute tables (.md + .csv), the figures, and README.md.
+    `revision`: the checkout's commit as it was when the command started (default: now)."""
+    revision = revision or _git_revision()
     docs = Path(cfg.docs_dir)
     docs.mkdir(parents=True, exist_ok=True)
     run = Path(cfg.output_dir)
@@ -405,7 +408,7 @@ def write_docs(cfg: ResultsConfig) -> Path:
         if src.is_file():
             shutil.copy(src, docs / f"interpret_{name}.png")
             figures.append(f"interpret_{name}.png")
-    lines = _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp, figures)
+    lines = _readme(cfg, revision, ablation, rows, planned, table, heads, spread, compute, interp, figures)
     path = docs / "README.md"
     _write_text(path, "\n".join(lines) + "\n")
     _write_text(docs / "summary.md", "\n".join(summary_lines(heads)) + "\n")
@@ -434,7 +437,7 @@ def _revisions(run: Path) -> str:
     return ", ".join(f"`{rev}` ({s / 60:.0f} min)" for rev, s in seconds.items()) or "none yet"
 
 
-def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp, figures) -> list[str]:
+def _readme(cfg, revision, ablation, rows, planned, table, heads, spread, compute, interp, figures) -> list[str]:
     run = Path(cfg.output_dir)
     not_run = [e.name for e in planned if e.name not in rows]
     tests = ablation.get("test_sets", {})
@@ -442,7 +445,7 @@ def _readme(cfg, ablation, rows, planned, table, heads, spread, compute, interp,
     lines = [f"# Results: `{model.name_or_path}` on {model.device}", "",
              f"Written by `negotiax results -c <config>` (recipe `{cfg.recipe}`"
              + (f", overrides {cfg.recipe_overrides}" if cfg.recipe_overrides else "") + f") at commit "
-             f"`{_git_revision()}` on {datetime.date.today().isoformat()}; the measured wall time adds up to "
+             f"`{revision}` on {datetime.date.today().isoformat()}; the measured wall time adds up to "
              f"{_wall(run) / 60:.0f} minutes over all invocations (`wall.jsonl`; by the commit that ran it: "
              f"{_revisions(run)}). Test prompts: "
              + ", ".join(f"{n} {k}" for k, n in tests.items()) + " (held out; never used for training or tuning). "
