@@ -102,14 +102,12 @@ def baseline_step_fn(model, site_module):
     return step
 
 
-def sft_lora_step_fn(model, sft):
+def sft_lora_step_fn(model, train_cfg):
     """LoRA SFT on the backbone (a separate copy: peft wraps modules in place), the same loss and optimiser."""
-    from peft import LoraConfig, get_peft_model
-
+    from negotiax.train.backbone_setup import add_lora
     from negotiax.train.losses import response_ce
 
-    lora = get_peft_model(model, LoraConfig(r=sft.r, lora_alpha=sft.alpha, target_modules=list(sft.targets),
-                                            lora_dropout=0.0, task_type="CAUSAL_LM"))
+    lora = add_lora(model, train_cfg.for_sft_lora())  # the adapter `negotiax train` adds for sft-lora
     params = [p for p in lora.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
 
@@ -163,7 +161,7 @@ def main() -> None:
     steps = {"circuit": circuit_step, "baseline": baseline_step}
     if args.sft_lora:
         steps["sft-lora"], n_lora = sft_lora_step_fn(load_backbone(name_or_path=args.model, device="cpu",
-                                                                   dtype="float32")[0], train_cfg.sft_lora)
+                                                                   dtype="float32")[0], train_cfg)
     for step in steps.values():
         step(batches[0])  # warm-up, not timed
     # Alternate single steps (order reversed every round) so a change in machine load hits all alike.

@@ -139,11 +139,8 @@ def with_lora(model, run_dir: Path):
 def sft_lora_recipe(recipe: Recipe) -> Recipe:
     """The `sft-lora` baseline of a recipe: no circuit, LoRA on the backbone (train.sft_lora), the same data,
     steps, batches, schedule and seed, trained into <output_dir>/sft-lora."""
-    lora = recipe.train.sft_lora
-    train = replace(recipe.train, lora=True, lora_r=lora.r, lora_alpha=lora.alpha, lora_targets=list(lora.targets),
-                    lr=lora.lr or recipe.train.lr)
     return replace(recipe, name=f"{recipe.name}-sft-lora", output_dir=str(Path(recipe.output_dir) / "sft-lora"),
-                   circuit=replace(recipe.circuit, variant="base"), train=train)
+                   circuit=replace(recipe.circuit, variant="base"), train=recipe.train.for_sft_lora())
 
 
 def loss_weights(mixture: dict[str, float] | None, objectives: list[str]) -> dict[str, float]:

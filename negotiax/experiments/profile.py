@@ -41,7 +41,8 @@ from ..circuit import CircuitConfig
 from ..generation.branched import DecodeResult, decode, eos_ids
 from ..io import markdown_table, write_json
 from ..saving import load_circuit
-from ..train.config import SftLoraConfig
+from ..train.backbone_setup import add_lora
+from ..train.config import SftLoraConfig, TrainConfig
 from .common import cells, clean, jsonable, model_from_config
 from .memory import PeakMemory
 
@@ -144,16 +145,14 @@ class VariantSetup:
     def _add_lora(self, model: nn.Module, cfg: ProfileConfig) -> None:
         """peft injects the adapters into `model`'s modules in place, so decoding `model` runs them; close()
         takes them out again (unmerged) and gives every backbone parameter back its requires_grad."""
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel
 
         self._grad = {name: p.requires_grad for name, p in model.named_parameters()}
         trained = cfg.circuit_dirs.get("sft-lora")
         if trained:
             self.lora = PeftModel.from_pretrained(model, trained, is_trainable=True)
-        else:
-            lora = cfg.sft_lora
-            self.lora = get_peft_model(model, LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
-                                                         target_modules=list(lora.targets), task_type="CAUSAL_LM"))
+        else:  # the adapter `negotiax train` would add for sft-lora
+            self.lora = add_lora(model, TrainConfig(sft_lora=cfg.sft_lora).for_sft_lora())
         self.lora.eval()
 
     def trainable(self) -> list[nn.Parameter]:

@@ -194,7 +194,7 @@ def headline(rows: dict[str, dict], cfg: ResultsConfig) -> list[dict]:
             runs_b = [r["metrics"][metric] for r in seed_runs(rows, cfg, name) if metric in r["metrics"]]
             seeds = seed_change(runs_a, runs_b) if max(len(runs_a), len(runs_b)) > 1 else None
             if seeds is not None:
-                row.update({"seeds": f"{len(runs_b)} vs {len(runs_a)}", "seeds_change": seeds["value"],
+                row.update({"seeds": "{1} vs {0}".format(*seeds["runs"]), "seeds_change": seeds["value"],
                             "seeds_low": seeds["ci_low"], "seeds_high": seeds["ci_high"],
                             "seeds_verdict": verdict(seeds, higher)})
             out.append(row)
@@ -288,6 +288,13 @@ def tradeoff_figure(sweep: dict, rows: dict[str, dict], path: Path) -> Path:
     return save_figure(fig, path, dpi=120)
 
 
+def _change(h: dict, over_seeds: bool = False) -> dict:
+    """A headline row's change with its interval, at seed 0 or over seeds, as `fmt_change` and `verdict` take it."""
+    if over_seeds:
+        return {"value": h["seeds_change"], "ci_low": h["seeds_low"], "ci_high": h["seeds_high"]}
+    return {"value": h["change"], "ci_low": h["ci_low"], "ci_high": h["ci_high"]}
+
+
 def _comparisons(heads: list[dict]) -> dict[str, str]:
     """comparison -> what the measured metrics say: those whose interval excludes 0, the rest within noise. Where
     training seeds were repeated, the seed-mean change and its seeds-and-prompts interval decide."""
@@ -299,15 +306,11 @@ def _comparisons(heads: list[dict]) -> dict[str, str]:
             continue
         clear, noise = [], []
         for h in rows:
-            if "seeds_verdict" in h:
-                said, change = h["seeds_verdict"], {"value": h["seeds_change"], "ci_low": h["seeds_low"],
-                                                    "ci_high": h["seeds_high"]}
-                runs = f", seed means over {h['seeds']} runs"
-            else:
-                said, change, runs = h["verdict"], {"value": h["change"], "ci_low": h["ci_low"],
-                                                    "ci_high": h["ci_high"]}, ", one run each"
+            seeded = "seeds_verdict" in h
+            said = h["seeds_verdict"] if seeded else h["verdict"]
+            runs = f", seed means over {h['seeds']} runs" if seeded else ", one run each"
             if said in ("better", "worse"):
-                clear.append(f"{h['metric']} {fmt_change(change)} ({said}{runs})")
+                clear.append(f"{h['metric']} {fmt_change(_change(h, seeded))} ({said}{runs})")
             else:
                 noise.append(h["metric"])
         text = ("clear differences: " + "; ".join(clear)) if clear else "no clear difference on any key metric"
@@ -359,8 +362,9 @@ def _seed_range_sentence(rows: dict[str, dict], cfg: ResultsConfig) -> str:
         return ""
     parts = ", ".join(f"{v} {r:.0f}" for v, r in ranges.items())
     return (f"Refusal on harmful prompts moves by this many points between training seeds of one system: {parts}. "
-            "The intervals in the tables above cover the sampling of test prompts only, not the training seed, so "
-            "a difference between two systems smaller than this is not evidence that one is better.")
+            "The intervals of the ablation table cover the sampling of test prompts only, not the training seed, so "
+            "a difference between two single runs smaller than this is not evidence that one is better; the "
+            "headline's `over seeds` intervals include it.")
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -449,7 +453,8 @@ def _readme(cfg, revision, ablation, rows, planned, table, heads, spread, comput
              f"{_wall(run) / 60:.0f} minutes over all invocations (`wall.jsonl`; by the commit that ran it: "
              f"{_revisions(run)}). Test prompts: "
              + ", ".join(f"{n} {k}" for k, n in tests.items()) + " (held out; never used for training or tuning). "
-             "Every number below is read from the run's files; intervals are 95% bootstrap intervals over prompts.", ""]
+             "Every number below is read from the run's files; intervals are 95% bootstrap intervals over prompts (the "
+             "headline's `over seeds` column: over training seeds and prompts).", ""]
     if not_run:
         lines += [f"**Not run yet ({len(not_run)} of {len(planned)} grid entries):** {', '.join(not_run)}. "
                   "Re-running the command resumes the grid; these rows are left empty, not estimated.", ""]
@@ -463,11 +468,9 @@ def _readme(cfg, revision, ablation, rows, planned, table, heads, spread, comput
               "means the interval contains 0: the difference is within noise at this test size.", ""]
     measured = [h for h in heads if "metric" in h]
     if measured:
-        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}",
-                     "change": fmt_change({"value": h["change"], "ci_low": h["ci_low"], "ci_high": h["ci_high"]}),
+        fmt_rows = [{**h, "before": f"{h['before']:.1f}", "after": f"{h['after']:.1f}", "change": fmt_change(_change(h)),
                      "runs": h.get("seeds", "1 vs 1"),
-                     "over seeds": fmt_change({"value": h["seeds_change"], "ci_low": h["seeds_low"],
-                                               "ci_high": h["seeds_high"]}) if "seeds" in h else "–",
+                     "over seeds": fmt_change(_change(h, over_seeds=True)) if "seeds" in h else "–",
                      "verdict over seeds": h.get("seeds_verdict", "–")}
                     for h in measured]
         lines.append(_table(fmt_rows, ["comparison", "metric", "before", "after", "change", "verdict", "runs",

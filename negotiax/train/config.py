@@ -1,7 +1,7 @@
 """Training configuration (owned by the trainer): optimiser, schedule, loss weights, checkpoints, logging."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -75,6 +75,13 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=list)  # tensorboard, wandb (when installed)
     progress: bool = True  # tqdm bar
     sft_lora: SftLoraConfig = field(default_factory=SftLoraConfig)  # the LoRA SFT baseline's settings
+
+    def for_sft_lora(self) -> TrainConfig:
+        """These settings as the `sft-lora` baseline trains: LoRA on the backbone, sized by `sft_lora`, at its
+        learning rate (train.lr when it has none)."""
+        s = self.sft_lora
+        return replace(self, lora=True, lora_r=s.r, lora_alpha=s.alpha, lora_targets=list(s.targets),
+                       lr=s.lr or self.lr)
 
     def __post_init__(self) -> None:
         for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
