@@ -127,22 +127,25 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
         if not ans:
             raise ValueError(f"empty continuation after context {context[-60:]!r}; every answer needs text")
         seqs.append((ctx, ans))
-    out = []
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start:start + batch_size]
-        width = max(len(c) + len(a) for c, a in chunk)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # Longest first, so each batch pads to similar lengths; results go back to the input order.
+    order = sorted(range(len(seqs)), key=lambda i: -(len(seqs[i][0]) + len(seqs[i][1])))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for row, (c, a) in enumerate(chunk):  # right padding: positions stay 0..n-1 for every row
+        for row, i in enumerate(chunk):  # right padding: positions stay 0..n-1 for every row
+            c, a = seqs[i]
             ids[row, :len(c) + len(a)] = torch.tensor(c + a)
             mask[row, :len(c) + len(a)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = F.log_softmax(logits, -1)
-        for row, (c, a) in enumerate(chunk):
-            pos = torch.arange(len(c) - 1, len(c) + len(a) - 1, device=device)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        for row, i in enumerate(chunk):  # normalise only the positions that predict the continuation
+            c, a = seqs[i]
+            logp = F.log_softmax(logits[row, len(c) - 1:len(c) + len(a) - 1].float(), -1)
             tok = torch.tensor(a, device=device)
-            out.append((float(logp[row, pos, tok].sum()), len(a)))
+            out[i] = (float(logp[torch.arange(len(a), device=device), tok].sum()), len(a))
     return out
 
 
