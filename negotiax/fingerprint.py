@@ -8,6 +8,8 @@ renaming the old outputs to `<name>.old-<UTC timestamp>` (nothing is deleted; se
 
 NEUTRAL is the one list of recipe keys that never change a number a stage writes (logging, checkpoint
 cadence, progress bars, cache locations, the run's name and folder); every other key is fingerprinted.
+OFF_BY_DEFAULT lists keys added after runs were recorded, with the value that leaves a stage exactly as it was
+before the key existed: at that value they are left out, so older records still match; any other value counts.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ NEUTRAL = frozenset({
     "train.save_every", "train.keep_last",  # a resumed run replays exactly from any checkpoint
     "eval.cache_path",  # the judge cache is keyed by judge identity and item: a hit is that judge's score
 })
+OFF_BY_DEFAULT = {
+    # the routing warm start (negotiax.train.route_fit): off with 0 prompts; its steps and lr at their defaults
+    "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
+    "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
+}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
               "nothing is deleted), or choose another output_dir")
 
@@ -65,7 +72,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings(tree: Mapping[str, Any], sections: Iterable[str] | None = None) -> dict[str, Any]:
     """The flattened, non-neutral keys of `tree` (a recipe as a dict), restricted to `sections`."""
     picked = tree if sections is None else {s: tree[s] for s in sections}
-    return {k: v for k, v in flatten(picked).items() if k not in NEUTRAL}
+    return {k: v for k, v in flatten(picked).items()
+            if k not in NEUTRAL and not (k in OFF_BY_DEFAULT and canonical(v) == canonical(OFF_BY_DEFAULT[k]))}
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

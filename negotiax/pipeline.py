@@ -24,6 +24,7 @@ import platform
 import random
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -48,6 +49,7 @@ from .io import read_json, write_json
 from .recipe import Recipe
 from .saving import load_circuit
 from .train.backbone_setup import prepare_backbone
+from .train.route_fit import warm_start_routing
 from .train.steps import CollatedSteps, fixed_batches
 from .train.tracker import read_metrics
 from .train.trainer import SUMMARY, Trainer
@@ -113,9 +115,16 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     attachment = attach(model, recipe.circuit) if recipe.circuit.has_circuit else None  # after seeding
     objectives = list(recipe.circuit.objectives)
     source, eval_batches = build_data(recipe, tokenizer, objectives)
+    warm_start = None
+    if attachment is not None and recipe.train.route_fit_prompts:
+        examples = {o: d.examples for o, d in source.sampler.datasets.items()}
+        warm_start = partial(warm_start_routing, model, tokenizer, attachment, examples,
+                             recipe.train.route_fit_prompts, recipe.train.route_fit_steps, recipe.train.route_fit_lr,
+                             recipe.data.template)
     trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
                       eval_batches=eval_batches, config_record=asdict(recipe),
-                      loss_weights=loss_weights(recipe.data.mixture_weights, objectives), objectives=objectives)
+                      loss_weights=loss_weights(recipe.data.mixture_weights, objectives), objectives=objectives,
+                      warm_start=warm_start)
     summary = trainer.train()
     if summary.get("eval_ce_after"):
         log.info("held-out response CE before %s after %s", summary["eval_ce_before"], summary["eval_ce_after"])

@@ -8,7 +8,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 DRIFT_TOKENS = ("response", "all")
 REPORTERS = ("tensorboard", "wandb")
 FLOATS = ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "lambda_route", "lambda_ref", "lambda_orth",
-          "lora_dropout", "route_forcing")
+          "lora_dropout", "route_forcing", "route_fit_lr", "route_decision_share")
 ROUTE_LOSSES = ("mean_alpha", "per_token")
 
 
@@ -59,7 +59,15 @@ class TrainConfig:
     # loss (its alpha is never forced). 0 trains through the negotiation's own mixing only.
     route_forcing: float = 0.0
     route_loss: str = "mean_alpha"  # mean_alpha: CE(alpha averaged over positions); per_token: mean of CE(alpha_t)
+    # per_token only: this share of the routing loss is taken at the decision position (the last prompt token),
+    # the rest over every position that predicts an answer token (0: all positions alike)
+    route_decision_share: float = 0.0
     drift_tokens: str = "response"  # which tokens the pathway-drift term averages over: response | all
+    # Routing warm start (negotiax.train.route_fit): before the first step, fit the negotiation to the decision
+    # positions of this many training prompts per objective (0: off), full batch, route_fit_steps Adam steps.
+    route_fit_prompts: int = 0
+    route_fit_steps: int = 50
+    route_fit_lr: float = 0.01
     # Backbone options.
     lora: bool = False
     lora_r: int = 16
@@ -80,8 +88,10 @@ class TrainConfig:
         """These settings as the `sft-lora` baseline trains: LoRA on the backbone, sized by `sft_lora`, at its
         learning rate (train.lr when it has none)."""
         s = self.sft_lora
+        off = TrainConfig()  # no circuit, so no routing to warm-start: those keys at their (off) defaults
         return replace(self, lora=True, lora_r=s.r, lora_alpha=s.alpha, lora_targets=list(s.targets),
-                       lr=s.lr or self.lr)
+                       lr=s.lr or self.lr, route_fit_prompts=off.route_fit_prompts,
+                       route_fit_steps=off.route_fit_steps, route_fit_lr=off.route_fit_lr)
 
     def __post_init__(self) -> None:
         for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
@@ -97,7 +107,9 @@ class TrainConfig:
         _positive("lora_r", self.lora_r)
         if self.lr <= 0:
             raise ValueError(f"train.lr={self.lr}: must be positive")
-        for name in ("warmup_steps", "save_every", "eval_holdout"):
+        if self.route_fit_lr <= 0:
+            raise ValueError(f"train.route_fit_lr={self.route_fit_lr}: must be positive")
+        for name in ("warmup_steps", "save_every", "eval_holdout", "route_fit_prompts", "route_fit_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be 0 or more")
         for name in ("lambda_route", "lambda_ref", "lambda_orth", "weight_decay", "lora_dropout"):
@@ -109,6 +121,11 @@ class TrainConfig:
         _choice("route_loss", self.route_loss, ROUTE_LOSSES)
         if not 0 <= self.route_forcing <= 1:
             raise ValueError(f"train.route_forcing={self.route_forcing}: a share between 0 and 1")
+        if not 0 <= self.route_decision_share <= 1:
+            raise ValueError(f"train.route_decision_share={self.route_decision_share}: a share between 0 and 1")
+        if self.route_decision_share and self.route_loss != "per_token":
+            raise ValueError("train.route_decision_share needs train.route_loss=per_token (mean_alpha averages "
+                             "alpha over positions before the loss)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio={self.min_lr_ratio}: must be between 0 and 1")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:

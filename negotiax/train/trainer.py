@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 SUMMARY = "train_summary.json"
+WARM_START = "warm_start.json"  # what the warm start (e.g. the routing fit) did, when there was one
 
 
 class StepSource(Protocol):
@@ -63,7 +64,8 @@ class Trainer:
                  run_dir: str | Path, *, seed: int = 0, eval_batches: dict[str, list[Batch]] | None = None,
                  callbacks: list[Callable[["Trainer", int], None]] | None = None,
                  accelerator: Accelerator | None = None, config_record: dict | None = None,
-                 loss_weights: dict[str, float] | None = None, objectives: list[str] | None = None) -> None:
+                 loss_weights: dict[str, float] | None = None, objectives: list[str] | None = None,
+                 warm_start: Callable[[], dict] | None = None) -> None:
         if attachment is not None and not attachment.circuit.cfg.has_circuit:
             raise ValueError("circuit.variant=base has no circuit, so there is nothing to train")
         if attachment is None and not objectives:
@@ -75,6 +77,7 @@ class Trainer:
         self.eval_batches = eval_batches or {}
         self.callbacks = list(callbacks or [])
         self.config_record = config_record or {}
+        self.warm_start = warm_start  # called once before the first step (not on resume), e.g. route_fit
         self.circuit = attachment.circuit if attachment is not None else None
         self.objectives = list(objectives or self.circuit.objectives)
         # Per-objective loss weights (the data mixture's weights, normalised to mean 1); missing ones are 1.
@@ -120,6 +123,10 @@ class Trainer:
         """Run to `cfg.steps`, resuming from the last checkpoint; returns the summary written to the run dir."""
         set_seed(self.seed)
         self.resume()
+        if self.step == 0 and self.warm_start is not None:  # a checkpoint already holds its effect
+            record = self.warm_start()
+            if self.is_main:
+                write_json(self.run_dir / WARM_START, record, default=None)
         metrics = MetricsLogger(self.run_dir, self.cfg.report_to, self.step, self.config_record,
                                 enabled=self.is_main)
         before = self._evaluate() if self.step == 0 and self.eval_batches else None
