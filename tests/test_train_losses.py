@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from conftest import tiny_model
 from negotiax import CircuitConfig, attach
 from negotiax.circuit import SiteOutput
-from negotiax.train.losses import circuit_overlap, loss_terms, pathway_drift, prediction_mask, response_ce, routing_ce, subspace_overlap
+from negotiax.train.losses import (circuit_overlap, decision_mask, loss_terms, pathway_drift, prediction_mask, response_ce,
+                                   routing_ce, subspace_overlap)
 
 
 def labels_with_prompt(ids: torch.Tensor, prompt: int, pad: int = 0) -> torch.Tensor:
@@ -56,6 +57,23 @@ def test_prediction_mask_covers_the_decision_position_and_not_the_last_answer_to
     expected = torch.tensor([[False, False, True, True, True, False, False],  # position 2 predicts token 7
                              [True, True, False, False, False, False, False]])
     assert torch.equal(prediction_mask(labels), expected)
+
+
+def test_decision_mask_marks_the_last_prompt_token_only():
+    labels = torch.tensor([[-100, -100, -100, 7, 8, 9, -100], [-100, 5, 6, -100, -100, -100, -100]])
+    expected = torch.tensor([[False, False, True, False, False, False, False],
+                             [True, False, False, False, False, False, False]])
+    assert torch.equal(decision_mask(labels), expected)
+
+
+def test_decision_share_splits_the_per_token_routing_loss_by_hand():
+    alpha = torch.tensor([[[0.5, 0.25, 0.25], [0.8, 0.1, 0.1], [0.2, 0.4, 0.4], [0.9, 0.05, 0.05]]])
+    mask = torch.tensor([[True, True, True, False]])  # decision position 0, then two answer positions
+    decision = torch.tensor([[True, False, False, False]])
+    every = (-math.log(0.5) - math.log(0.8) - math.log(0.2)) / 3
+    assert math.isclose(float(routing_ce(alpha, mask, 0, per_token=True)), every, rel_tol=1e-6)
+    shared = routing_ce(alpha, mask, 0, per_token=True, decision=decision, decision_share=0.75)
+    assert math.isclose(float(shared), 0.25 * every + 0.75 * -math.log(0.5), rel_tol=1e-6)
 
 
 def test_pathway_drift_reads_masked_tokens_and_averages_sites():

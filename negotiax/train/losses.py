@@ -28,6 +28,14 @@ def prediction_mask(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def decision_mask(labels: torch.Tensor) -> torch.Tensor:
+    """True at each sequence's decision position: the last prompt token, the one that predicts the first
+    response token."""
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = (labels[:, :-1] == IGNORE) & (labels[:, 1:] != IGNORE)
+    return mask
+
+
 def ce_labels(labels: torch.Tensor, ce_rows: torch.Tensor | None) -> torch.Tensor:
     """The labels whose answers are learnt: rows with ce_rows 0 (route-only examples) become all -100."""
     if ce_rows is None:
@@ -46,19 +54,26 @@ def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8,
-               per_token: bool = False) -> torch.Tensor:
+               per_token: bool = False, decision: torch.Tensor | None = None,
+               decision_share: float = 0.0) -> torch.Tensor:
     """CE between the negotiation weights averaged over the masked tokens (alpha_bar) and the batch's objective.
 
     alpha: (B, S, N) from Attachment.alpha(); mask: (B, S), the positions that predict response tokens
     (`prediction_mask`). alpha_bar sums to one, so the
     loss is -log alpha_bar[objective]: the circuit learns to give this batch's objective the most say.
     With per_token, the CE is taken at every masked position and averaged: each position must give the
-    objective the most say, not only their average.
+    objective the most say, not only their average. decision_share (per_token only): this share of the loss
+    is taken at the `decision` positions (a mask like `mask`), the rest over all masked positions, so the
+    one position per answer that decides how it starts is not outweighed by its many answer tokens.
     """
     weights = mask.to(alpha.dtype)
     if per_token:
         token_ce = -torch.log(alpha[..., objective].clamp(min=eps))
-        return (token_ce * weights).sum() / weights.sum().clamp(min=1)
+        loss = (token_ce * weights).sum() / weights.sum().clamp(min=1)
+        if decision_share > 0 and decision is not None and decision.any():
+            at_decision = (token_ce * decision).sum() / decision.sum()
+            loss = (1 - decision_share) * loss + decision_share * at_decision
+        return loss
     alpha_bar = (alpha * weights.unsqueeze(-1)).sum((0, 1)) / weights.sum().clamp(min=1)
     return -torch.log(alpha_bar[objective].clamp(min=eps))
 
@@ -90,7 +105,7 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
                alpha: torch.Tensor | None, circuit: Circuit, objective: int, *, lambda_route: float,
                lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
                attention_mask: torch.Tensor | None = None, route_per_token: bool = False,
-               ce_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               ce_rows: torch.Tensor | None = None, route_decision_share: float = 0.0) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
@@ -101,7 +116,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     terms = {"ce": response_ce(logits, learnt) if (learnt[:, 1:] != IGNORE).any() else logits.new_zeros(())}
     if alpha is not None and lambda_route > 0:
         terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective,
-                                                   per_token=route_per_token)
+                                                   per_token=route_per_token, decision=decision_mask(labels),
+                                                   decision_share=route_decision_share)
     if lambda_ref > 0:
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)

@@ -40,7 +40,7 @@ class CircuitTrainModule(nn.Module):
                           lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
                           attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token",
-                          ce_rows=ce_rows)
+                          ce_rows=ce_rows, route_decision_share=self.cfg.route_decision_share)
 
     @contextmanager
     def _forced_routing(self, objective: int, batch: int):
