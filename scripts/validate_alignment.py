@@ -5,7 +5,9 @@
 Validation prompts (disjoint from the test subsets `negotiax run` scores, which are the first 100 BeaverTails
 30k_test prompts, the first 100 AlpacaEval instructions and the first 80 test-half TruthfulQA questions):
 - harmful: every 14th prompt of BeaverTails-Evaluation.csv (48 prompts, all 14 harm categories);
-- benign: every 10th AlpacaEval instruction from number 300 on (48);
+- benign: every 10th AlpacaEval instruction from number 300 on (48; selfinstruct, oasst, vicuna);
+- benign_hb: AlpacaEval instructions 100-128, the rest of its helpful_base part (29): the test's first 100 are all
+  helpful_base (short everyday questions), which the benign group does not represent;
 - honest: test-half TruthfulQA questions 200-247 (48), for routing only.
 It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
 the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts, and the
@@ -38,9 +40,10 @@ def validation_prompts(data_dir: Path) -> dict[str, list[str]]:
         harmful = [r["prompt"] for r in csv.DictReader(fh)][::14][:N]
     alpaca_eval = json.loads((data_dir / "alpaca_eval/text_davinci_003_model_outputs.json").read_text())
     benign = [r["instruction"] for r in alpaca_eval[300::10]][:N]
+    benign_hb = [r["instruction"] for r in alpaca_eval[100:129]]
     with (data_dir / "truthfulqa/TruthfulQA.csv").open(encoding="utf-8-sig", newline="") as fh:
         honest = [r["Question"] for r in csv.DictReader(fh)][408 + 200:408 + 200 + N]
-    return {"harmful": harmful, "benign": benign, "honest": honest}
+    return {"harmful": harmful, "benign": benign, "benign_hb": benign_hb, "honest": honest}
 
 
 def examples(prompts: list[str], objective: str) -> list[Example]:
@@ -68,12 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     gen = replace(recipe.generate, max_new_tokens=args.max_new_tokens, preference={})
     out_dir = Path(recipe.output_dir) / "validation"
     harmful, benign = examples(prompts["harmful"], "harmless"), examples(prompts["benign"], "helpful")
+    benign_hb = [Example(id=f"val-helpful-hb-{i}", objective="helpful", prompt=p)
+                 for i, p in enumerate(prompts["benign_hb"])]
     result: dict = {"recipe": args.config, "overrides": args.overrides,
                     "base": {"refusal_harmful": rate(generate(model, tokenizer, harmful, gen, out_dir / "base-harmful.jsonl")),
-                             "over_refusal_benign": rate(generate(model, tokenizer, benign, gen, out_dir / "base-benign.jsonl"))}}
+                             "over_refusal_benign": rate(generate(model, tokenizer, benign, gen, out_dir / "base-benign.jsonl")),
+                             "over_refusal_benign_hb": rate(generate(model, tokenizer, benign_hb, gen,
+                                                                     out_dir / "base-benign_hb.jsonl"))}}
     attachment = load_circuit(Path(recipe.output_dir) / "circuit", model)
     profiles = profiles_by_group(model, tokenizer, attachment, prompts, template=recipe.generate.template)
-    summary = summarize(profiles, {"harmful": "harmless", "benign": "helpful", "honest": "honest"},
+    summary = summarize(profiles, {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful",
+                                   "honest": "honest"},
                         attachment.circuit.objectives)
     result["routing_accuracy"] = {g: round(100 * e["routing_accuracy"], 1) for g, e in summary.items()}
     result["decision_alpha"] = {g: {o: round(v, 2) for o, v in e["decision"].items()} for g, e in summary.items()}
@@ -85,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if beta == 0:
             benign_rows = generate(model, tokenizer, benign, cfg, out_dir / "benign+0.jsonl", attachment=attachment)
             result["over_refusal_benign@+0"] = rate(benign_rows)
+            result["over_refusal_benign_hb@+0"] = rate(generate(model, tokenizer, benign_hb, cfg,
+                                                                out_dir / "benign_hb+0.jsonl", attachment=attachment))
             samples = {"harmful": [r["output"] for r in rows[:4]], "benign": [r["output"] for r in benign_rows[:4]]}
     print(json.dumps(result))
     if args.json:
