@@ -116,7 +116,8 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     objectives = list(recipe.circuit.objectives)
     source, eval_batches = build_data(recipe, tokenizer, objectives)
     warm_start = None
-    if attachment is not None and recipe.train.route_fit_prompts:
+    # the warm start fits alpha where training supervises it: the full method (not mac, A1 generic, pathways)
+    if attachment is not None and recipe.train.route_fit_prompts and recipe.circuit.supervises_routing:
         examples = {o: d.examples for o, d in source.sampler.datasets.items()}
         warm_start = partial(warm_start_routing, model, tokenizer, attachment, examples,
                              recipe.train.route_fit_prompts, recipe.train.route_fit_steps, recipe.train.route_fit_lr,

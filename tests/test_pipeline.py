@@ -95,8 +95,8 @@ def test_run_with_another_recipe_stops_before_touching_the_run(tmp_path):
     out.mkdir()
     save_config(load_recipe("configs/quick.yaml", [f"output_dir={out}"]), out / "config.yaml")
     before = (out / "config.yaml").read_text()
-    changed = load_recipe("configs/quick.yaml", [f"output_dir={out}", "train.lr=0.01", "generate.max_new_tokens=9"])
-    with pytest.raises(SettingsChangedError, match=r"generate\.max_new_tokens: 48 -> 9; train\.lr: 0\.005 -> 0\.01"):
+    changed = load_recipe("configs/quick.yaml", [f"output_dir={out}", "train.lr=0.02", "generate.max_new_tokens=9"])
+    with pytest.raises(SettingsChangedError, match=r"generate\.max_new_tokens: 48 -> 9; train\.lr: 0\.01 -> 0\.02"):
         run(changed)
     assert (out / "config.yaml").read_text() == before and sorted(p.name for p in out.iterdir()) == ["config.yaml"]
     # keys that change no number (name, logging, checkpoint cadence, caches) are not a different recipe

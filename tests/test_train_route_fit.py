@@ -93,4 +93,5 @@ def test_warm_start_keys_at_their_off_values_leave_the_fingerprint_as_before():
     assert off == {"train.lr": 0.1}  # a record written before the keys existed still matches
     on = settings({"train": {"lr": 0.1, "route_fit_prompts": 400, "route_fit_steps": 50, "route_fit_lr": 0.01}})
     assert on == {"train.lr": 0.1, "train.route_fit_prompts": 400}
-    assert TrainConfig(route_fit_prompts=400).for_sft_lora().route_fit_prompts == 0  # no circuit, no routing
+    sft = TrainConfig(route_fit_prompts=400, route_loss="per_token", route_decision_share=0.5).for_sft_lora()
+    assert (sft.route_fit_prompts, sft.route_decision_share) == (0, 0.0)  # no circuit, no routing

@@ -88,10 +88,11 @@ class TrainConfig:
         """These settings as the `sft-lora` baseline trains: LoRA on the backbone, sized by `sft_lora`, at its
         learning rate (train.lr when it has none)."""
         s = self.sft_lora
-        off = TrainConfig()  # no circuit, so no routing to warm-start: those keys at their (off) defaults
+        off = TrainConfig()  # no circuit, so no routing to warm-start or supervise: those keys at their off values
         return replace(self, lora=True, lora_r=s.r, lora_alpha=s.alpha, lora_targets=list(s.targets),
                        lr=s.lr or self.lr, route_fit_prompts=off.route_fit_prompts,
-                       route_fit_steps=off.route_fit_steps, route_fit_lr=off.route_fit_lr)
+                       route_fit_steps=off.route_fit_steps, route_fit_lr=off.route_fit_lr,
+                       route_decision_share=off.route_decision_share)
 
     def __post_init__(self) -> None:
         for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
