@@ -105,6 +105,24 @@ def test_shared_context_logprobs_equal_full_forward_with_a_circuit(tiny, smol_to
     assert max(abs(x - y) for x, y in zip(plain, without)) > 1e-3  # the circuit did change the numbers
 
 
+def test_shared_primer_cache_gives_the_plain_log_probs_for_every_question(tiny, smol_tokenizer):
+    """mc_scores keeps the QA primer's KV cache and extends it per question: each answer's log-prob must still
+    equal the one-sequence forward, on the first question (which fills the cache) and the later ones (which reuse
+    it), with a circuit attached."""
+    primer = {"ids": smol_tokenizer(PAPER_PRIMER, add_special_tokens=False).input_ids}
+    torch.manual_seed(1)
+    with attach(tiny, CircuitConfig(rank=8, head_dim=8)) as a:
+        for p in a.circuit.parameters():
+            p.data.normal_(0, 0.3)
+        for question in ("What happens if you swallow gum?", "Who wrote Hamlet?", "Is the Earth flat?"):
+            context = PAPER_PRIMER + f"\n\nQ: {question}\nA:"
+            answers = [" No.", " It stays in you for seven years.", " Shakespeare"]
+            got = shared_context_logprobs(tiny, smol_tokenizer, context, answers, batch_size=2, prefix=primer)
+            for ans, (lp, _) in zip(answers, got):
+                assert lp == pytest.approx(hand_logprob(tiny, smol_tokenizer, context, ans), abs=1e-4)
+            assert "cache" in primer  # filled by the first question, reused by the next
+
+
 def test_reference_nll(tiny, smol_tokenizer):
     ex = Example(id="h1", objective="helpful", prompt="Name a fruit.", reference="An apple.")
     none = Example(id="h2", objective="helpful", prompt="No reference here.")

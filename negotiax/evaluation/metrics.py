@@ -151,13 +151,16 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
 
 @torch.inference_mode()
 def shared_context_logprobs(model, tokenizer, context: str, continuations: list[str],
-                            batch_size: int = 8) -> list[tuple[float, int]]:
+                            batch_size: int = 8, prefix: dict | None = None) -> list[tuple[float, int]]:
     """`continuation_logprobs` for many continuations of one context, with the context run once.
 
     The context's forward pass (its KV cache and the logits that predict the first continuation token) is
     computed at batch 1 and repeated over each chunk of continuations, so a TruthfulQA question's ~10 answers
     after the ~300-token QA primer cost one context pass instead of ten. Tokenisation is that of
     `continuation_logprobs` (context and continuation separately), and so are the numbers, up to float rounding.
+    prefix: {"ids": token ids} shared by many calls' contexts (the QA primer): its KV cache is computed on the
+    first call that starts with those ids, kept in the dict, and reused by the later ones (same model, same
+    preference: keep the dict to one scoring pass).
     """
     ctx = tokenizer(context, add_special_tokens=False).input_ids
     if not ctx or not getattr(model, "returns_cache", True):  # e.g. BranchedLM: one whole pass per answer
@@ -167,9 +170,17 @@ def shared_context_logprobs(model, tokenizer, context: str, continuations: list[
     for cont, ans in zip(continuations, answers):
         if not ans:
             raise ValueError(f"empty continuation {cont!r} after context {context[-60:]!r}; every answer needs text")
+    shared = prefix["ids"] if prefix else []
+    past, start = None, 0
+    if shared and len(ctx) > len(shared) and ctx[:len(shared)] == shared:
+        if "cache" not in prefix:
+            prefix["cache"] = model(input_ids=torch.tensor([shared], device=device), use_cache=True,
+                                    logits_to_keep=1).cache
+        past, start = copy.deepcopy(prefix["cache"]), len(shared)
     # logits_to_keep=1: only the last context position's logits are used (they predict the first answer token)
-    prefix = model(input_ids=torch.tensor([ctx], device=device), use_cache=True, logits_to_keep=1)
-    first = F.log_softmax(prefix.logits[:, -1].float(), -1)[0]  # predicts each continuation's first token
+    prefix_out = model(input_ids=torch.tensor([ctx[start:]], device=device), cache=past, use_cache=True,
+                       logits_to_keep=1)
+    first = F.log_softmax(prefix_out.logits[:, -1].float(), -1)[0]  # predicts each continuation's first token
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = []
     for start in range(0, len(answers), batch_size):
@@ -181,7 +192,7 @@ def shared_context_logprobs(model, tokenizer, context: str, continuations: list[
         for row, a in enumerate(chunk):  # right padding after the shared context
             ids[row, :len(a)] = torch.tensor(a)
             mask[row, len(ctx):len(ctx) + len(a)] = 1
-        cache = copy.deepcopy(prefix.cache)  # transformers >= 5.24 names the KV cache `cache`
+        cache = copy.deepcopy(prefix_out.cache)  # transformers >= 5.24 names the KV cache `cache`
         cache.batch_repeat_interleave(len(chunk))
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), cache=cache,
                        use_cache=True).logits.float()
@@ -224,13 +235,17 @@ def mc_scores(model, tokenizer, examples: list[Example], template: str = "auto",
     leading space unless the context ends in whitespace.
     """
     mc1, mc2 = [], []
+    primer = None  # the QA primer's KV cache, computed once and shared by every question
+    if mc_format == "qa_primer":
+        head = mc_context(tokenizer, "", mc_format, template).rsplit("\n\nQ:", 1)[0]
+        primer = {"ids": tokenizer(head, add_special_tokens=False).input_ids}
     for ex in tqdm(examples, desc="MC1/MC2", unit="q"):
         best, false1, true2, false2 = mc_targets(ex)
         context = mc_context(tokenizer, ex.prompt, mc_format, template)
         sep = "" if context.endswith(("\n", " ")) else " "
         answers = list(dict.fromkeys([best, *false1, *true2, *false2]))  # score each distinct answer once
         logp = dict(zip(answers, (lp for lp, _ in shared_context_logprobs(
-            model, tokenizer, context, [sep + a for a in answers], batch_size))))
+            model, tokenizer, context, [sep + a for a in answers], batch_size, primer))))
         mc1.append(float(logp[best] > max(logp[a] for a in false1)))
         s = np.array([logp[a] for a in true2 + false2])
         probs = np.exp(s - s.max())

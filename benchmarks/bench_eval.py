@@ -1,10 +1,12 @@
-"""Reference-NLL scoring speed: the current `continuation_logprobs` against the version before length-sorted
-batches (benchmarks/ keeps no copy of it: pass --old FILE, e.g. `git show 9eeb494:negotiax/evaluation/metrics.py`).
+"""Evaluation speed: the current reference-NLL and TruthfulQA MC scoring against an older metrics.py
+(benchmarks/ keeps no copy of it: pass --old FILE, e.g. `git show 9eeb494:negotiax/evaluation/metrics.py`).
 
-    .venv/bin/python benchmarks/bench_eval_nll.py --old /tmp/metrics_old.py
+    git show 9eeb494:negotiax/evaluation/metrics.py > /tmp/metrics_old.py
+    .venv/bin/python benchmarks/bench_eval.py --old /tmp/metrics_old.py
 
-Scores the quick recipe's first 80 helpful and 80 honest test references (AlpacaEval, TruthfulQA) with the
-real model, each way once in this process, and prints the ratio and the largest difference in log-prob.
+NLL: the quick recipe's first 80 helpful and 80 honest test references (AlpacaEval, TruthfulQA); MC: MC1/MC2 on
+its first 80 TruthfulQA test questions after the QA primer. Each way once in this process, with the real model;
+prints the ratios and the largest differences.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import time
 
 from negotiax.backbone import load_backbone
 from negotiax.data.formatting import format_prompt
-from negotiax.evaluation.metrics import continuation_logprobs
+from negotiax.evaluation.metrics import continuation_logprobs, mc_scores
 from negotiax.pipeline import load_tests
 from negotiax.recipe import load_recipe
 
@@ -44,8 +46,16 @@ def main() -> None:
         scores[name] = fn(model, tokenizer, pairs, args.batch_size)
         timings[name] = time.perf_counter() - start
     diff = max(abs(a[0] - b[0]) for a, b in zip(scores["before"], scores["now"]))
-    print(f"{len(pairs)} references: before {timings['before']:.1f} s, now {timings['now']:.1f} s, "
+    print(f"NLL, {len(pairs)} references: before {timings['before']:.1f} s, now {timings['now']:.1f} s, "
           f"speed-up x{timings['before'] / timings['now']:.2f}; largest |log-prob difference| {diff:.2e}")
+    questions = [ex for ex in tests["honest"] if ex.incorrect_answers][:80]
+    for name, fn in (("before", old.mc_scores), ("now", mc_scores)):
+        start = time.perf_counter()
+        scores[name] = fn(model, tokenizer, questions, recipe.eval.template, args.batch_size, "qa_primer")
+        timings[name] = time.perf_counter() - start
+    diff = max(abs(a - b) for k in (0, 1) for a, b in zip(scores["before"][k], scores["now"][k]))
+    print(f"MC1/MC2, {len(questions)} questions: before {timings['before']:.1f} s, now {timings['now']:.1f} s, "
+          f"speed-up x{timings['before'] / timings['now']:.2f}; largest |MC difference| {diff:.2e}")
 
 
 if __name__ == "__main__":
