@@ -116,12 +116,16 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     objectives = list(recipe.circuit.objectives)
     source, eval_batches = build_data(recipe, tokenizer, objectives)
     warm_start = None
-    # the warm start fits alpha where training supervises it: the full method (not mac, A1 generic, pathways)
-    if attachment is not None and recipe.train.route_fit_prompts and recipe.circuit.supervises_routing:
-        examples = {o: d.examples for o, d in source.sampler.datasets.items()}
-        warm_start = partial(warm_start_routing, model, tokenizer, attachment, examples,
-                             recipe.train.route_fit_prompts, recipe.train.route_fit_steps, recipe.train.route_fit_lr,
-                             recipe.data.template)
+    if attachment is not None and recipe.train.route_fit_prompts:
+        # the warm start fits alpha where training supervises it: the full method (not mac, A1 generic, pathways)
+        if recipe.circuit.supervises_routing:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            warm_start = partial(warm_start_routing, model, attachment, source.sampler.datasets,
+                                 recipe.train.route_fit_prompts, recipe.train.route_fit_steps,
+                                 recipe.train.route_fit_lr, pad)
+        else:
+            log.warning("train.route_fit_prompts=%d: circuit variant %s does not supervise its routing, so there "
+                        "is no routing warm start", recipe.train.route_fit_prompts, recipe.circuit.variant)
     trainer = Trainer(model, attachment, recipe.train, source, run_dir, seed=recipe.seed,
                       eval_batches=eval_batches, config_record=asdict(recipe),
                       loss_weights=loss_weights(recipe.data.mixture_weights, objectives), objectives=objectives,

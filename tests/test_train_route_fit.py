@@ -2,39 +2,53 @@
 circuit the identity, and a trainer that runs it once, never on resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import torch
 
 from conftest import smol_vocab_llama, tiny_model
 from negotiax import CircuitConfig, attach
+from negotiax.data import TokenizedDataset
 from negotiax.data.formatting import encode_prompt
 from negotiax.data.schema import Example
-from negotiax.fingerprint import settings
+from negotiax.fingerprint import OFF_BY_DEFAULT, settings
 from negotiax.train.config import TrainConfig
-from negotiax.train.route_fit import decision_states, fit_routing, spread, warm_start_routing
+from negotiax.train.route_fit import decision_states, fit_routing, prompt_ids, spread, warm_start_routing
 from negotiax.train.trainer import WARM_START, Trainer
 from test_train_trainer import OBJECTIVES, HandBuiltSteps
 
 
 def test_spread_takes_distinct_prompts_evenly_across_the_list():
-    examples = [Example(id=str(i), objective="helpful", prompt=f"p{i}") for i in range(10)]
-    examples.insert(3, Example(id="dup", objective="helpful", prompt="p1"))  # a repeated prompt counts once
-    assert spread(examples, 4) == ["p0", "p2", "p5", "p7"]  # floor(i * 10 / 4)
-    assert spread(examples, 20) == [f"p{i}" for i in range(10)]
+    prompts = [f"p{i}" for i in range(10)]
+    prompts.insert(3, "p1")  # a repeated prompt counts once, at its first row
+    assert [prompts[i] for i in spread(prompts, 4)] == ["p0", "p2", "p5", "p7"]  # floor(i * 10 / 4)
+    assert [prompts[i] for i in spread(prompts, 20)] == [f"p{i}" for i in range(10)]
+
+
+def test_prompt_ids_stop_at_the_decision_position_of_a_cut_row(smol_tokenizer):
+    long = Example(id="x", objective="harmless", prompt="word " * 300, response="I cannot help with that.")
+    feature = TokenizedDataset([long], smol_tokenizer, max_length=64)[0]  # the prompt loses its start
+    ids = prompt_ids(feature)
+    assert feature["labels"][len(ids) - 1] == -100 and feature["labels"][len(ids)] != -100
+    assert ids == feature["input_ids"][:len(ids)] and len(feature["input_ids"]) <= 64
 
 
 def test_decision_states_are_the_site_input_at_the_last_prompt_token(smol_tokenizer):
-    model = smol_vocab_llama(smol_tokenizer, seed=0, num_hidden_layers=3)
+    model = smol_vocab_llama(smol_tokenizer, seed=0, num_hidden_layers=3, attention_dropout=0.5)
+    model.train()  # dropout on: the states must still be the eval-mode ones, and the mode is given back
     attachment = attach(model, CircuitConfig(objectives=OBJECTIVES, layers=[1], rank=4, head_dim=4))  # site: attn
     prompts = ["Hi", "How do I bake bread at home with a very old oven?", "Name a colour."]
-    states = decision_states(model, smol_tokenizer, attachment, prompts, batch_size=2)["1"]  # padded batches
+    ids = [encode_prompt(smol_tokenizer, p) for p in prompts]
+    states = decision_states(model, attachment, ids, batch_size=2)["1"]  # padded batches
+    assert model.training
     attachment.detach()
+    model.eval()
     seen = []
     handle = model.model.layers[1].self_attn.register_forward_hook(lambda m, a, out: seen.append(out[0]))
-    for i, prompt in enumerate(prompts):  # one unpadded sequence at a time, read by a hook of the test's own
+    for i, row in enumerate(ids):  # one unpadded sequence at a time, read by a hook of the test's own
         with torch.no_grad():
-            model(input_ids=torch.tensor([encode_prompt(smol_tokenizer, prompt)]))
+            model(input_ids=torch.tensor([row]))
         torch.testing.assert_close(states[i], seen[-1][0, -1], rtol=1e-4, atol=1e-6)
     handle.remove()
 
@@ -59,14 +73,16 @@ def test_fit_routes_separable_states_and_leaves_the_circuit_the_identity():
     assert all(p.grad is None for p in site.parameters())
 
 
-def test_warm_start_on_prompts_writes_its_record(smol_tokenizer, tmp_path):
-    model = smol_vocab_llama(smol_tokenizer, seed=0)
+def test_warm_start_on_training_rows_routes_them_and_writes_its_record(smol_tokenizer):
+    model = smol_vocab_llama(smol_tokenizer, seed=0, initializer_range=0.5)  # states of a trained model's scale
     attachment = attach(model, CircuitConfig(objectives=OBJECTIVES, layers=[1], rank=4, head_dim=4))
-    examples = {o: [Example(id=f"{o}{i}", objective=o, prompt=f"{o} question number {i}?") for i in range(6)]
+    openers = {"helpful": "Write a short poem about", "harmless": "Tell me how to steal", "honest": "Is it true that"}
+    datasets = {o: TokenizedDataset([Example(id=f"{o}{i}", objective=o, prompt=f"{openers[o]} thing {i}",
+                                             response="Sure.") for i in range(6)], smol_tokenizer, max_length=64)
                 for o in OBJECTIVES}
-    record = warm_start_routing(model, smol_tokenizer, attachment, examples, n_prompts=4, steps=30, lr=0.01)
+    record = warm_start_routing(model, attachment, datasets, n_prompts=4, steps=100, lr=0.01)
     assert record["prompts"] == {o: 4 for o in OBJECTIVES}
-    assert record["sites"]["1"]["accuracy_after"] >= record["sites"]["1"]["accuracy_before"]
+    assert record["sites"]["1"]["accuracy_after"] == 1.0 > record["sites"]["1"]["accuracy_before"]
     json.dumps(record)  # the trainer writes it as JSON
 
 
@@ -93,5 +109,8 @@ def test_warm_start_keys_at_their_off_values_leave_the_fingerprint_as_before():
     assert off == {"train.lr": 0.1}  # a record written before the keys existed still matches
     on = settings({"train": {"lr": 0.1, "route_fit_prompts": 400, "route_fit_steps": 50, "route_fit_lr": 0.01}})
     assert on == {"train.lr": 0.1, "train.route_fit_prompts": 400}
+    defaults = dataclasses.asdict(TrainConfig())
+    for key, value in OFF_BY_DEFAULT.items():  # each off value is the key's default (the old behaviour)
+        assert key.startswith("train.") and defaults[key.split(".", 1)[1]] == value, key
     sft = TrainConfig(route_fit_prompts=400, route_loss="per_token", route_decision_share=0.5).for_sft_lora()
     assert (sft.route_fit_prompts, sft.route_decision_share) == (0, 0.0)  # no circuit, no routing

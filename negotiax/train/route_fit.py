@@ -3,7 +3,8 @@
 The decision position is the last prompt token: it predicts the answer's first token, so the say each objective
 has there decides how an answer starts (a refusal or not). Before training, every pathway's update is zero
 (U = 0), so alpha at a site depends only on the hidden state h there, and h comes from the frozen layers below
-the site: it is computed once per prompt. `fit_routing` then fits the negotiation's query/key projections and axis
+the site: it is computed once per prompt, from the tokens training sees (the tokenised training rows, cut to
+data.max_length the same way). `fit_routing` then fits the negotiation's query/key projections and axis
 embeddings, full batch, so that alpha at the decision position gives each prompt's objective the most say
 (cross-entropy on alpha, each objective weighted equally). Seconds of compute for what 50 training steps see a
 few hundred examples of. The pathways are not touched, so the circuit is still the identity afterwards; the
@@ -18,45 +19,60 @@ import torch
 import torch.nn.functional as F
 
 from ..attach import Attachment, capture, site_modules
-from ..data.formatting import encode_prompt
-from ..data.schema import Example
+from .losses import IGNORE
 
 log = logging.getLogger(__name__)
 
 
-def spread(examples: list[Example], n: int) -> list[str]:
-    """n distinct prompts taken evenly across the list (every source of a mixed list is represented)."""
-    prompts = list(dict.fromkeys(ex.prompt for ex in examples))
-    if len(prompts) <= n:
-        return prompts
-    return [prompts[math.floor(i * len(prompts) / n)] for i in range(n)]
+def spread(prompts: list[str], n: int) -> list[int]:
+    """Indices of n distinct prompts taken evenly across the list (every source of a mixed list is represented);
+    a repeated prompt counts at its first row."""
+    first: dict[str, int] = {}
+    for i, prompt in enumerate(prompts):
+        first.setdefault(prompt, i)
+    rows = list(first.values())
+    if len(rows) <= n:
+        return rows
+    return [rows[math.floor(i * len(rows) / n)] for i in range(n)]
+
+
+def prompt_ids(feature: dict) -> list[int]:
+    """A tokenised training row's tokens up to its decision position (the last label before the response)."""
+    labels = feature["labels"]
+    start = next((i for i, label in enumerate(labels) if label != IGNORE), None)
+    if not start:
+        raise ValueError("a training row has no prompt token before its response; cannot find its decision position")
+    return list(feature["input_ids"][:start])
 
 
 @torch.inference_mode()
-def decision_states(model, tokenizer, attachment: Attachment, prompts: list[str], template: str = "auto",
+def decision_states(model, attachment: Attachment, ids: list[list[int]], pad_id: int = 0,
                     batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """{site key: (n, d) hidden state entering the circuit at each prompt's decision position}."""
+    """{site key: (n, d) hidden state entering the circuit at the last token of each id list}, in eval mode."""
     modules = site_modules(model, attachment.circuit)
     deepest = max(modules, key=int)
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = [encode_prompt(tokenizer, p, template) for p in prompts]
     out = {key: [None] * len(ids) for key in modules}
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        width = max(len(ids[i]) for i in chunk)
-        batch = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(batch)
-        for row, i in enumerate(chunk):  # right padding: the decision position is each row's last real token
-            batch[row, :len(ids[i])] = torch.tensor(ids[i])
-            mask[row, :len(ids[i])] = 1
-        # prepend: the layer's own output h, before the circuit rewrites it
-        with capture(modules, prepend=True, stop_at=deepest) as record:
-            model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False)
-        for key, hidden in record.items():
-            for row, i in enumerate(chunk):
-                out[key][i] = hidden[row, len(ids[i]) - 1].float().cpu()
+    was_training = model.training
+    model.eval()  # no dropout in the states the routing is fitted to
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            batch = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros_like(batch)
+            for row, i in enumerate(chunk):  # right padding: the decision position is each row's last real token
+                batch[row, :len(ids[i])] = torch.tensor(ids[i])
+                mask[row, :len(ids[i])] = 1
+            # prepend: the layer's own output h, before the circuit rewrites it
+            with capture(modules, prepend=True, stop_at=deepest) as record:
+                model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False)
+            for key, hidden in record.items():
+                for row, i in enumerate(chunk):
+                    out[key][i] = hidden[row, len(ids[i]) - 1].float().cpu()
+    finally:
+        model.train(was_training)
     return {key: torch.stack(rows) for key, rows in out.items()}
 
 
@@ -86,36 +102,44 @@ def fit_routing(attachment: Attachment, states: dict[str, torch.Tensor], targets
         params = [p for p in params if p.requires_grad]
         before = routing_accuracy(site, x[:, 0], targets)
         optimizer = torch.optim.Adam(params, lr=lr)
-        for _ in range(steps):
+        def loss_now() -> torch.Tensor:
             alpha = site(x).alpha[:, 0]  # (n, N)
-            loss = (F.nll_loss(torch.log(alpha.clamp(min=1e-8)), y, reduction="none") * w).sum()
+            return (F.nll_loss(torch.log(alpha.clamp(min=1e-8)), y, reduction="none") * w).sum()
+
+        for _ in range(steps):
+            loss = loss_now()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         for p in site.parameters():  # nothing else may carry this fit's gradients into training
             p.grad = None
+        with torch.no_grad():
+            final = float(loss_now())
         report[key] = {"accuracy_before": before, "accuracy_after": routing_accuracy(site, x[:, 0], targets),
-                       "loss_after": float(loss.detach()) if steps else None}
+                       "loss_after": final}
     return report
 
 
-def warm_start_routing(model, tokenizer, attachment: Attachment, examples: dict[str, list[Example]],
-                       n_prompts: int, steps: int, lr: float, template: str = "auto",
-                       batch_size: int = 16) -> dict:
-    """Take n_prompts training prompts per objective (spread over each list), compute their decision states
-    and fit the routing to them; returns a record of what was done (prompts, accuracy per site)."""
+def warm_start_routing(model, attachment: Attachment, datasets: dict, n_prompts: int, steps: int, lr: float,
+                       pad_id: int = 0, batch_size: int = 16) -> dict:
+    """Take n_prompts training rows per objective (distinct prompts, spread over each tokenised dataset: an
+    objective -> TokenizedDataset map), compute their decision states and fit the routing to them; returns a
+    record of what was done (prompts per objective, accuracy per site)."""
     objectives = attachment.circuit.objectives
-    prompts, targets = [], []
+    ids, targets = [], []
     for j, objective in enumerate(objectives):
-        chosen = spread(examples.get(objective, []), n_prompts)
-        prompts += chosen
-        targets += [j] * len(chosen)
-    if not prompts:
+        dataset = datasets.get(objective)
+        if dataset is None:
+            continue
+        for i in spread([ex.prompt for ex in dataset.examples], n_prompts):
+            ids.append(prompt_ids(dataset.features[i]))
+            targets.append(j)
+    if not ids:
         raise ValueError("train.route_fit_prompts: no training prompts to fit the routing to")
-    states = decision_states(model, tokenizer, attachment, prompts, template, batch_size)
+    states = decision_states(model, attachment, ids, pad_id, batch_size)
     report = fit_routing(attachment, states, torch.tensor(targets), steps, lr)
     for key, r in report.items():
         log.info("routing warm start at layer %s: decision-position routing accuracy on %d training prompts "
-                 "%.1f%% -> %.1f%%", key, len(prompts), 100 * r["accuracy_before"], 100 * r["accuracy_after"])
+                 "%.1f%% -> %.1f%%", key, len(ids), 100 * r["accuracy_before"], 100 * r["accuracy_after"])
     return {"prompts": {o: targets.count(j) for j, o in enumerate(objectives)}, "steps": steps, "lr": lr,
             "sites": report}

@@ -77,7 +77,6 @@ class Trainer:
         self.eval_batches = eval_batches or {}
         self.callbacks = list(callbacks or [])
         self.config_record = config_record or {}
-        self.warm_start = warm_start  # called once before the first step (not on resume), e.g. route_fit
         self.circuit = attachment.circuit if attachment is not None else None
         self.objectives = list(objectives or self.circuit.objectives)
         # Per-objective loss weights (the data mixture's weights, normalised to mean 1); missing ones are 1.
@@ -88,6 +87,11 @@ class Trainer:
         self.loss_weights = {o: float((loss_weights or {}).get(o, 1.0)) for o in self.objectives}
         self.backbone = backbone
         self.accelerator = accelerator or Accelerator(mixed_precision=resolve_precision(cfg.mixed_precision))
+        # A warm start (e.g. the routing fit) runs once, before the first step: before `prepare`, so DDP, FSDP and
+        # DeepSpeed take its weights from here (DDP broadcasts rank 0's); a checkpoint already holds its effect.
+        self.warm_start_record = None
+        if warm_start is not None and latest_checkpoint(self.checkpoint_dir) is None:
+            self.warm_start_record = warm_start()
         self.module = CircuitTrainModule(backbone, attachment, cfg)
         params = [p for p in self.module.parameters() if p.requires_grad]
         if not params:
@@ -123,10 +127,8 @@ class Trainer:
         """Run to `cfg.steps`, resuming from the last checkpoint; returns the summary written to the run dir."""
         set_seed(self.seed)
         self.resume()
-        if self.step == 0 and self.warm_start is not None:  # a checkpoint already holds its effect
-            record = self.warm_start()
-            if self.is_main:
-                write_json(self.run_dir / WARM_START, record, default=None)
+        if self.warm_start_record is not None and self.is_main:
+            write_json(self.run_dir / WARM_START, self.warm_start_record, default=None)
         metrics = MetricsLogger(self.run_dir, self.cfg.report_to, self.step, self.config_record,
                                 enabled=self.is_main)
         before = self._evaluate() if self.step == 0 and self.eval_batches else None
