@@ -119,10 +119,9 @@ def train_from_recipe(recipe: Recipe, fresh: bool = False) -> Path:
     if attachment is not None and recipe.train.route_fit_prompts:
         # the warm start fits alpha where training supervises it: the full method (not mac, A1 generic, pathways)
         if recipe.circuit.supervises_routing:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-            warm_start = partial(warm_start_routing, model, attachment, source.sampler.datasets,
+            warm_start = partial(warm_start_routing, model, attachment, source.sampler.datasets, source.collate,
                                  recipe.train.route_fit_prompts, recipe.train.route_fit_steps,
-                                 recipe.train.route_fit_lr, pad)
+                                 recipe.train.route_fit_lr)
         else:
             log.warning("train.route_fit_prompts=%d: circuit variant %s does not supervise its routing, so there "
                         "is no routing warm start", recipe.train.route_fit_prompts, recipe.circuit.variant)

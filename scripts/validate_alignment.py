@@ -46,8 +46,8 @@ def validation_prompts(data_dir: Path) -> dict[str, list[str]]:
     return {"harmful": harmful, "benign": benign, "benign_hb": benign_hb, "honest": honest}
 
 
-def examples(prompts: list[str], objective: str) -> list[Example]:
-    return [Example(id=f"val-{objective}-{i}", objective=objective, prompt=p) for i, p in enumerate(prompts)]
+def examples(prompts: list[str], objective: str, group: str = "") -> list[Example]:
+    return [Example(id=f"val-{objective}{group}-{i}", objective=objective, prompt=p) for i, p in enumerate(prompts)]
 
 
 def rate(rows: list[dict]) -> float:
@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = replace(recipe.generate, max_new_tokens=args.max_new_tokens, preference={})
     out_dir = Path(recipe.output_dir) / "validation"
     harmful, benign = examples(prompts["harmful"], "harmless"), examples(prompts["benign"], "helpful")
-    benign_hb = [Example(id=f"val-helpful-hb-{i}", objective="helpful", prompt=p)
-                 for i, p in enumerate(prompts["benign_hb"])]
+    benign_hb = examples(prompts["benign_hb"], "helpful", "-hb")
     result: dict = {"recipe": args.config, "overrides": args.overrides,
                     "base": {"refusal_harmful": rate(generate(model, tokenizer, harmful, gen, out_dir / "base-harmful.jsonl")),
                              "over_refusal_benign": rate(generate(model, tokenizer, benign, gen, out_dir / "base-benign.jsonl")),

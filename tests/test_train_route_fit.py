@@ -9,7 +9,7 @@ import torch
 
 from conftest import smol_vocab_llama, tiny_model
 from negotiax import CircuitConfig, attach
-from negotiax.data import TokenizedDataset
+from negotiax.data import Collator, TokenizedDataset
 from negotiax.data.formatting import encode_prompt
 from negotiax.data.schema import Example
 from negotiax.fingerprint import OFF_BY_DEFAULT, settings
@@ -40,7 +40,7 @@ def test_decision_states_are_the_site_input_at_the_last_prompt_token(smol_tokeni
     attachment = attach(model, CircuitConfig(objectives=OBJECTIVES, layers=[1], rank=4, head_dim=4))  # site: attn
     prompts = ["Hi", "How do I bake bread at home with a very old oven?", "Name a colour."]
     ids = [encode_prompt(smol_tokenizer, p) for p in prompts]
-    states = decision_states(model, attachment, ids, batch_size=2)["1"]  # padded batches
+    states = decision_states(model, attachment, ids, Collator(smol_tokenizer), batch_size=2)["1"]  # padded batches
     assert model.training
     attachment.detach()
     model.eval()
@@ -80,7 +80,8 @@ def test_warm_start_on_training_rows_routes_them_and_writes_its_record(smol_toke
     datasets = {o: TokenizedDataset([Example(id=f"{o}{i}", objective=o, prompt=f"{openers[o]} thing {i}",
                                              response="Sure.") for i in range(6)], smol_tokenizer, max_length=64)
                 for o in OBJECTIVES}
-    record = warm_start_routing(model, attachment, datasets, n_prompts=4, steps=100, lr=0.01)
+    record = warm_start_routing(model, attachment, datasets, Collator(smol_tokenizer), n_prompts=4, steps=100,
+                                lr=0.01)
     assert record["prompts"] == {o: 4 for o in OBJECTIVES}
     assert record["sites"]["1"]["accuracy_after"] == 1.0 > record["sites"]["1"]["accuracy_before"]
     json.dumps(record)  # the trainer writes it as JSON

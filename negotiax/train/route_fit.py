@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -46,30 +47,27 @@ def prompt_ids(feature: dict) -> list[int]:
 
 
 @torch.inference_mode()
-def decision_states(model, attachment: Attachment, ids: list[list[int]], pad_id: int = 0,
+def decision_states(model, attachment: Attachment, ids: list[list[int]], collate: Callable[[list], dict],
                     batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """{site key: (n, d) hidden state entering the circuit at the last token of each id list}, in eval mode."""
+    """{site key: (n, d) hidden state entering the circuit at the last token of each id list}, in eval mode.
+    `collate` pads a list of {"input_ids", "labels"} on the right (the training Collator)."""
     modules = site_modules(model, attachment.circuit)
     deepest = max(modules, key=int)
     device = next(model.parameters()).device
     out = {key: [None] * len(ids) for key in modules}
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # longest first: little padding per batch
     was_training = model.training
     model.eval()  # no dropout in the states the routing is fitted to
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            width = max(len(ids[i]) for i in chunk)
-            batch = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros_like(batch)
-            for row, i in enumerate(chunk):  # right padding: the decision position is each row's last real token
-                batch[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
+            batch = collate([{"input_ids": ids[i], "labels": [IGNORE] * len(ids[i])} for i in chunk])
             # prepend: the layer's own output h, before the circuit rewrites it
             with capture(modules, prepend=True, stop_at=deepest) as record:
-                model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False)
+                model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                      use_cache=False)
             for key, hidden in record.items():
-                for row, i in enumerate(chunk):
+                for row, i in enumerate(chunk):  # right padding: each row's last real token
                     out[key][i] = hidden[row, len(ids[i]) - 1].float().cpu()
     finally:
         model.train(was_training)
@@ -120,8 +118,8 @@ def fit_routing(attachment: Attachment, states: dict[str, torch.Tensor], targets
     return report
 
 
-def warm_start_routing(model, attachment: Attachment, datasets: dict, n_prompts: int, steps: int, lr: float,
-                       pad_id: int = 0, batch_size: int = 16) -> dict:
+def warm_start_routing(model, attachment: Attachment, datasets: dict, collate: Callable[[list], dict],
+                       n_prompts: int, steps: int, lr: float, batch_size: int = 16) -> dict:
     """Take n_prompts training rows per objective (distinct prompts, spread over each tokenised dataset: an
     objective -> TokenizedDataset map), compute their decision states and fit the routing to them; returns a
     record of what was done (prompts per objective, accuracy per site)."""
@@ -136,7 +134,7 @@ def warm_start_routing(model, attachment: Attachment, datasets: dict, n_prompts:
             targets.append(j)
     if not ids:
         raise ValueError("train.route_fit_prompts: no training prompts to fit the routing to")
-    states = decision_states(model, attachment, ids, pad_id, batch_size)
+    states = decision_states(model, attachment, ids, collate, batch_size)
     report = fit_routing(attachment, states, torch.tensor(targets), steps, lr)
     for key, r in report.items():
         log.info("routing warm start at layer %s: decision-position routing accuracy on %d training prompts "
