@@ -39,7 +39,10 @@ OFF_BY_DEFAULT = {
     # the routing warm start (negotiax.train.route_fit): off with 0 prompts; its steps and lr at their defaults
     "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
+    "data.benign.offset": 0, "data.benign.route": None,  # a data source's fields added later (see SOURCE_...)
 }
+# The same for fields added later to the data sources listed under data.train / data.test (lists of mappings).
+SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
               "nothing is deleted), or choose another output_dir")
 
@@ -72,8 +75,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings(tree: Mapping[str, Any], sections: Iterable[str] | None = None) -> dict[str, Any]:
     """The flattened, non-neutral keys of `tree` (a recipe as a dict), restricted to `sections`."""
     picked = tree if sections is None else {s: tree[s] for s in sections}
-    return {k: v for k, v in flatten(picked).items()
+    return {k: _sources_as_before(v) for k, v in flatten(picked).items()
             if k not in NEUTRAL and not (k in OFF_BY_DEFAULT and canonical(v) == canonical(OFF_BY_DEFAULT[k]))}
+
+
+def _sources_as_before(value: Any) -> Any:
+    """A list of data sources without the SOURCE_OFF_BY_DEFAULT fields that are at their old-behaviour value."""
+    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+        return value
+    return [{k: v for k, v in item.items()
+             if not (k in SOURCE_OFF_BY_DEFAULT and canonical(v) == canonical(SOURCE_OFF_BY_DEFAULT[k]))}
+            for item in value]
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -176,10 +176,11 @@ def build_data(recipe: Recipe, tokenizer, objectives: list[str]):
     train, held_out = {}, {}
     for objective in objectives:
         examples, kept_out = split_holdout(list(sets[objective]), recipe.train.eval_holdout, recipe.seed)
-        train[objective] = TokenizedDataset(examples, tokenizer, data.max_length, data.template, objective)
+        train[objective] = TokenizedDataset(examples, tokenizer, data.max_length, data.template, objective,
+                                            objectives=objectives)
         if kept_out:
             held_out[objective] = TokenizedDataset(kept_out, tokenizer, data.max_length, data.template,
-                                                   f"{objective} held out")
+                                                   f"{objective} held out", objectives=objectives)
         log.info("objective %s: %d training examples, %d held out", objective, len(examples), len(kept_out))
     collate = Collator(tokenizer, padding_side="right")
     sampler = process_sampler(train, data.batch_size, data.mixture_weights, recipe.seed)

@@ -158,3 +158,31 @@ def test_train_limit(data_dir, test_sets):
     sets = load_train_sets(DataConfig(data_dir=str(data_dir), train_limit=10, objectives=["helpful"]),
                            test_sets)
     assert list(sets) == ["helpful"] and len(sets["helpful"]) == 10
+
+
+def test_offset_and_route_pick_rows_and_mark_their_routing_target(data_dir, test_sets):
+    alpaca = "alpaca/alpaca_small_2000.json"
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["helpful", "harmless"], train={
+        "helpful": [{"path": alpaca, "format": "alpaca", "limit": 5}],
+        "harmless": [{"path": alpaca, "format": "alpaca", "offset": 1995, "route": "helpful"},
+                     {"path": "safety_tuned_llamas/safety_only_data_Instructions.json", "format": "alpaca",
+                      "limit": 3}]})
+    sets = load_train_sets(cfg, test_sets)
+    rows = load_alpaca(data_dir / alpaca)
+    routed = [ex for ex in sets["harmless"] if ex.meta.get("route")]
+    assert [ex.prompt for ex in routed] == [ex.prompt for ex in rows[1995:]]  # the file's last 5 rows
+    assert {ex.meta["route"] for ex in routed} == {"helpful"} and len(sets["harmless"]) == 8
+    assert [ex.prompt for ex in sets["helpful"]] == [ex.prompt for ex in rows[:5]]
+    # a run without the route's objective (an A3 pair) leaves the routed source out, and says so
+    pair = load_train_sets(DataConfig(data_dir=str(data_dir), objectives=["harmless"], train=cfg.train), test_sets)
+    assert len(pair["harmless"]) == 3 and not any(ex.meta.get("route") for ex in pair["harmless"])
+    assert "left_out" in pair.stats["harmless"]["files"][f"{alpaca} (rows 1995+, routed to helpful)"]
+
+
+def test_route_to_an_unknown_objective_or_on_a_test_source_is_a_clear_error(data_dir):
+    with pytest.raises(ValueError, match=r"data.train.harmless\[0\].*route='helpfull' is not an objective"):
+        DataConfig(data_dir=str(data_dir), train={"harmless": [{"path": "x.json", "route": "helpfull"}]})
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only are for training sources"):
+        DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "route": "harmless"}]})
+    with pytest.raises(ValueError, match="offset=-1"):
+        DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "offset": -1}]})

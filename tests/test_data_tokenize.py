@@ -102,6 +102,20 @@ def test_collator_pads_and_masks(smol_tokenizer):
         Collator(smol_tokenizer, padding_side="middle")
 
 
+def test_routed_rows_carry_their_target_index_into_the_batch(smol_tokenizer):
+    rows = [Example(id="a", objective="harmless", prompt="How do I bake bread?", response="Mix flour.",
+                    meta={"route": "helpful"}),
+            Example(id="b", objective="harmless", prompt="How do I pick a lock?", response="I can't help.")]
+    data = TokenizedDataset(rows, smol_tokenizer, max_length=64, progress=False,
+                            objectives=["helpful", "harmless", "honest"])
+    assert data[0]["route"] == 0 and "route" not in data[1]
+    batch = Collator(smol_tokenizer)([data[0], data[1]])
+    assert batch["route_rows"].tolist() == [0, -1]  # -1: the batch's own objective
+    assert "route_rows" not in Collator(smol_tokenizer)([data[1]])
+    with pytest.raises(ValueError, match="routed to 'helpful'.*objectives \\['harmless'\\]"):
+        TokenizedDataset(rows, smol_tokenizer, max_length=64, progress=False, objectives=["harmless"])
+
+
 def test_dynamic_padding_per_batch(smol_tokenizer, data_dir):
     examples = load_alpaca(data_dir / "alpaca/alpaca_small_2000.json")[:16]
     data = TokenizedDataset(examples, smol_tokenizer, max_length=512, progress=False)

@@ -67,3 +67,13 @@ def test_tensors_checksum_sees_one_changed_element():
     b["w"][2, 1] = 1e-6
     assert fp.tensors_checksum(a) != fp.tensors_checksum(b)
     assert fp.tensors_checksum({}) is None
+
+
+def test_data_source_fields_added_later_leave_an_old_record_matching_at_their_defaults():
+    old = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None}]}, "benign": {"path": "b.json"}}}
+    new = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None, "offset": 0, "route": None}]},
+                    "benign": {"path": "b.json", "offset": 0, "route": None}}}
+    assert fp.fingerprint(fp.settings(new)) == fp.fingerprint(fp.settings(old))
+    routed = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None, "offset": 5, "route": "helpful"}]}}}
+    assert fp.settings(routed)["data.train.harmless"] == [{"path": "a.json", "limit": None, "offset": 5,
+                                                        "route": "helpful"}]

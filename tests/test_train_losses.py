@@ -11,7 +11,7 @@ from conftest import tiny_model
 from negotiax import CircuitConfig, attach
 from negotiax.circuit import SiteOutput
 from negotiax.train.losses import (circuit_overlap, decision_mask, loss_terms, pathway_drift, prediction_mask, response_ce,
-                                   routing_ce, subspace_overlap)
+                                   routing_ce, row_targets, subspace_overlap)
 
 
 def labels_with_prompt(ids: torch.Tensor, prompt: int, pad: int = 0) -> torch.Tensor:
@@ -76,6 +76,26 @@ def test_decision_share_splits_the_per_token_routing_loss_by_hand():
     assert math.isclose(float(shared), 0.25 * every + 0.75 * -math.log(0.5), rel_tol=1e-6)
 
 
+def test_route_rows_send_a_rows_routing_loss_to_its_own_target_by_hand():
+    # a batch of objective 1 (harmless) whose second row is routed to objective 0 (helpful)
+    alpha = torch.tensor([[[0.2, 0.7, 0.1], [0.1, 0.8, 0.1]],
+                          [[0.6, 0.3, 0.1], [0.5, 0.4, 0.1]]])
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    route_rows = torch.tensor([-1, 0])
+    assert row_targets(1, route_rows, 2, "cpu").tolist() == [1, 0]
+    per_token = (-math.log(0.7) - math.log(0.8) - math.log(0.6) - math.log(0.5)) / 4
+    assert math.isclose(float(routing_ce(alpha, mask, 1, per_token=True, route_rows=route_rows)), per_token,
+                        rel_tol=1e-6)
+    # alpha_bar per target (row 0: 0.75 on objective 1; row 1: 0.55 on objective 0), each half of the tokens
+    pooled = 0.5 * -math.log(0.75) + 0.5 * -math.log(0.55)
+    assert math.isclose(float(routing_ce(alpha, mask, 1, route_rows=route_rows)), pooled, rel_tol=1e-6)
+    # no row routed elsewhere: exactly the batch objective's loss
+    same = torch.tensor([-1, -1])
+    assert torch.equal(routing_ce(alpha, mask, 1, route_rows=same), routing_ce(alpha, mask, 1))
+    assert torch.equal(routing_ce(alpha, mask, 1, per_token=True, route_rows=same),
+                       routing_ce(alpha, mask, 1, per_token=True))
+
+
 def test_pathway_drift_reads_masked_tokens_and_averages_sites():
     drift_a = torch.tensor([[1.0, 2.0, 3.0]])
     drift_b = torch.tensor([[3.0, 4.0, 5.0]])
@@ -111,6 +131,28 @@ def test_fresh_circuit_has_zero_drift_and_terms_are_weighted():
     assert torch.allclose(terms["loss"], terms["ce"] + terms["route"] + terms["drift"] + terms["orth"])
     no_route = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 1, **kw)
     assert "route" not in no_route
+
+
+def test_the_train_module_passes_route_rows_to_the_routing_term_and_forces_the_batch_pathway():
+    from negotiax.train.config import TrainConfig
+    from negotiax.train.module import CircuitTrainModule
+
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    module = CircuitTrainModule(model, attachment, TrainConfig(route_loss="per_token", lambda_route=1.0,
+                                                               lambda_ref=0.0, lambda_orth=0.0, route_forcing=1.0))
+    module.train()
+    ids = torch.randint(0, 128, (2, 8))
+    labels = labels_with_prompt(ids, prompt=3)
+    mask = torch.ones_like(ids)
+    routed = module(ids, mask, labels, 1, None, torch.tensor([-1, 0]))
+    alpha = attachment.alpha()
+    hand = torch.stack([-torch.log(alpha[0, 2:7, 1]), -torch.log(alpha[1, 2:7, 0])]).mean()  # positions 2..6
+    assert torch.allclose(routed["route"], hand)
+    plain = module(ids, mask, labels, 1)
+    assert torch.allclose(plain["ce"], routed["ce"])  # both rows run objective 1's pathway either way
+    assert not torch.allclose(plain["route"], routed["route"])
 
 
 def test_routing_loss_trains_the_negotiation_and_drift_trains_the_pathways():

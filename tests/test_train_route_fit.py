@@ -12,7 +12,8 @@ from negotiax import CircuitConfig, attach
 from negotiax.data import Collator, TokenizedDataset
 from negotiax.data.formatting import encode_prompt
 from negotiax.data.schema import Example
-from negotiax.fingerprint import OFF_BY_DEFAULT, settings
+from negotiax.data.config import Source
+from negotiax.fingerprint import OFF_BY_DEFAULT, SOURCE_OFF_BY_DEFAULT, settings
 from negotiax.train.config import TrainConfig
 from negotiax.train.route_fit import decision_states, fit_routing, prompt_ids, spread, warm_start_routing
 from negotiax.train.trainer import WARM_START, Trainer
@@ -87,6 +88,24 @@ def test_warm_start_on_training_rows_routes_them_and_writes_its_record(smol_toke
     json.dumps(record)  # the trainer writes it as JSON
 
 
+def test_warm_start_fits_routed_rows_to_their_route_not_to_the_objective_they_are_listed_under(smol_tokenizer):
+    model = smol_vocab_llama(smol_tokenizer, seed=0, initializer_range=0.5)
+    attachment = attach(model, CircuitConfig(objectives=OBJECTIVES, layers=[1], rank=4, head_dim=4))
+    openers = {"helpful": "Write a short poem about", "harmless": "Tell me how to steal", "honest": "Is it true that"}
+    rows = {o: [Example(id=f"{o}{i}", objective=o, prompt=f"{openers[o]} thing {i}", response="Sure.")
+                for i in range(6)] for o in OBJECTIVES}
+    # harmless also lists benign requests (a source with route: helpful), every other row
+    rows["harmless"] = [ex for i in range(6) for ex in (
+        rows["harmless"][i], Example(id=f"b{i}", objective="harmless", prompt=f"{openers['helpful']} item {i}",
+                                     response="Here it is.", meta={"route": "helpful"}))]
+    datasets = {o: TokenizedDataset(exs, smol_tokenizer, max_length=64, objectives=OBJECTIVES)
+                for o, exs in rows.items()}
+    record = warm_start_routing(model, attachment, datasets, Collator(smol_tokenizer), n_prompts=4, steps=100,
+                                lr=0.01)
+    assert record["prompts"] == {"helpful": 6, "harmless": 2, "honest": 4}  # 2 of harmless's 4 are routed
+    assert record["sites"]["1"]["accuracy_after"] == 1.0  # a benign request under harmless -> helpful
+
+
 def test_trainer_runs_the_warm_start_once_and_not_on_resume(tmp_path):
     calls = []
 
@@ -110,8 +129,14 @@ def test_warm_start_keys_at_their_off_values_leave_the_fingerprint_as_before():
     assert off == {"train.lr": 0.1}  # a record written before the keys existed still matches
     on = settings({"train": {"lr": 0.1, "route_fit_prompts": 400, "route_fit_steps": 50, "route_fit_lr": 0.01}})
     assert on == {"train.lr": 0.1, "train.route_fit_prompts": 400}
-    defaults = dataclasses.asdict(TrainConfig())
+    defaults = {"train": dataclasses.asdict(TrainConfig()), "data": {"benign": dataclasses.asdict(Source(path="x"))}}
     for key, value in OFF_BY_DEFAULT.items():  # each off value is the key's default (the old behaviour)
-        assert key.startswith("train.") and defaults[key.split(".", 1)[1]] == value, key
+        section, *rest = key.split(".")
+        node = defaults[section]
+        for part in rest:
+            node = node[part]
+        assert node == value, key
+    for key, value in SOURCE_OFF_BY_DEFAULT.items():
+        assert dataclasses.asdict(Source(path="x"))[key] == value, key
     sft = TrainConfig(route_fit_prompts=400, route_loss="per_token", route_decision_share=0.5).for_sft_lora()
     assert (sft.route_fit_prompts, sft.route_decision_share) == (0, 0.0)  # no circuit, no routing

@@ -18,7 +18,7 @@ class TokenizedDataset(Sequence):
     """Examples tokenised up front; items are {"input_ids", "labels"}; `stats` counts cut examples."""
 
     def __init__(self, examples: Sequence[Example], tokenizer, max_length: int = 512, template: str = "auto",
-                 name: str = "", progress: bool = True):
+                 name: str = "", progress: bool = True, objectives: Sequence[str] | None = None):
         if not examples:
             raise ValueError(f"TokenizedDataset {name}: no examples to tokenise")
         template = resolve_template(tokenizer, template)
@@ -34,6 +34,11 @@ class TokenizedDataset(Sequence):
                 self.features.append({"input_ids": enc.input_ids, "labels": enc.labels})
         for feature, ex in zip(self.features, self.examples):
             feature["ce"] = 0 if ex.meta.get("route_only") else 1  # route-only rows: routing loss alone
+            if ex.meta.get("route"):  # a source's `route`: the routing loss sends this row to that objective
+                if objectives is None or ex.meta["route"] not in objectives:
+                    raise ValueError(f"TokenizedDataset {name}: example {ex.id} is routed to {ex.meta['route']!r}, "
+                                     f"which is not one of the objectives {list(objectives or [])}")
+                feature["route"] = list(objectives).index(ex.meta["route"])
         n_tokens = sum(len(f["input_ids"]) for f in self.features)
         self.stats = {"examples": len(self.features), "tokens": n_tokens, "max_length": max_length,
                       "template": template, "cut_examples": cuts["examples"],
@@ -52,8 +57,9 @@ class TokenizedDataset(Sequence):
 
 def tokenize_sets(sets: dict[str, Sequence[Example]], tokenizer, max_length: int = 512,
                   template: str = "auto", progress: bool = True) -> dict[str, TokenizedDataset]:
-    """One TokenizedDataset per objective (do this once per run, then sample from it)."""
-    return {name: TokenizedDataset(exs, tokenizer, max_length, template, name, progress)
+    """One TokenizedDataset per objective (do this once per run, then sample from it); a row's routing target
+    is an index into the sets' objectives, in their order."""
+    return {name: TokenizedDataset(exs, tokenizer, max_length, template, name, progress, objectives=list(sets))
             for name, exs in sets.items()}
 
 
@@ -86,4 +92,6 @@ class Collator:
         out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         if any("ce" in f for f in features):  # which rows' answers are learnt (0: routing supervision only)
             out["ce_rows"] = torch.tensor([int(f.get("ce", 1)) for f in features], dtype=torch.long)
+        if any("route" in f for f in features):  # the routing target per row (-1: the batch's objective)
+            out["route_rows"] = torch.tensor([int(f.get("route", -1)) for f in features], dtype=torch.long)
         return out

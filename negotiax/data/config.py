@@ -19,9 +19,14 @@ class Source:
     differs from the file's). `part` picks the H3Fusion half of TruthfulQA ("train" / "test" / "all").
     An `optional` source that cannot be found is skipped with a warning instead of failing the run.
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
-    flags (e.g. the refusing safe answers of a preference file), and `limit` keeps the first N rows.
+    flags (e.g. the refusing safe answers of a preference file), `offset` skips the first N rows and `limit`
+    keeps the next N (after the filter).
     A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
     say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
+    A `route` source's rows are learnt by the objective they are listed under (its pathway, under teacher-forced
+    routing), while the routing loss sends them to objective `route`. Listed under harmless with route helpful,
+    benign requests with ordinary answers teach the harmless pathway to leave benign requests alone (so a share
+    of harmless say on a benign prompt does not make a refusal), and the negotiation to give them to helpful.
     """
 
     path: str | None = None
@@ -35,6 +40,8 @@ class Source:
     response_filter: str | None = None  # refusal: keep the rows whose response refuses (training only)
     limit: int | None = None  # the first N rows of this source
     route_only: bool = False  # training: its rows teach the routing loss only (their answers are not learnt)
+    offset: int = 0  # skip the first N rows (after response_filter, before limit)
+    route: str | None = None  # training: the objective the routing loss sends its rows to (default: its own)
 
     def __post_init__(self):
         if self.response_filter not in (None, "refusal"):
@@ -42,6 +49,10 @@ class Source:
                              "choose refusal or null")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"data source {self.path or self.hub}: limit={self.limit!r}; a positive integer")
+        if not isinstance(self.offset, int) or self.offset < 0:
+            raise ValueError(f"data source {self.path or self.hub}: offset={self.offset!r}; a non-negative integer")
+        if self.route is not None and not isinstance(self.route, str):
+            raise ValueError(f"data source {self.path or self.hub}: route={self.route!r}; an objective's name or null")
         if not self.path and not self.hub:
             raise ValueError("data source: give a path (file or hub id) or a hub id")
         for name in ("format", "hub_format"):
@@ -57,7 +68,9 @@ class Source:
     def name(self) -> str:
         """The file or hub id, with the training filters that make it a different source of examples."""
         base = self.path or self.hub or "?"
-        tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only)) if on]
+        tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only),
+                                (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route))
+                if on]
         return f"{base} ({', '.join(tags)})" if tags else base
 
 
@@ -196,6 +209,16 @@ class DataConfig:
         missing = [o for o in self.objectives if o not in self.train]
         if missing:
             raise ValueError(f"data.objectives: no training source for {missing}; add data.train.<name>")
+        for objective, sources in self.test.items():
+            for i, source in enumerate(sources):
+                if source.route is not None or source.route_only:
+                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only are for training sources; "
+                                     f"remove them from the test source {source.name}")
+        for objective, sources in self.train.items():
+            for i, source in enumerate(sources):
+                if source.route is not None and source.route not in self.train:
+                    raise ValueError(f"data.train.{objective}[{i}] ({source.path or source.hub}): route="
+                                     f"{source.route!r} is not an objective with training data {sorted(self.train)}")
 
     def _check_limits(self) -> None:
         limits = self.test_limit if isinstance(self.test_limit, dict) else {}

@@ -105,6 +105,12 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
         kept: list[Example] = []
         seen: set[tuple[str, str]] = set()
         for source in cfg.train[objective]:
+            if source.route is not None and source.route not in cfg.objectives:
+                # e.g. an A3 pair without the route's objective: nothing may send these rows there
+                log.warning("%s train %s: left out, since its rows are routed to %s, which this run does not "
+                            "train", objective, source.name, source.route)
+                files[source.name] = {"left_out": f"routed to {source.route}, not trained in this run"}
+                continue
             examples = _read(source, objective, cfg, files)
             if examples is None:
                 continue
@@ -114,8 +120,11 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
                 kept_rows = [ex for ex in examples if refusal(ex.response)]
                 counts["not_refusal_dropped"] = len(examples) - len(kept_rows)
                 examples = kept_rows
+            examples = examples[source.offset:]
             if source.limit is not None:
                 examples = examples[:source.limit]
+            if source.route is not None and source.route != objective:
+                examples = [dataclasses.replace(ex, meta={**ex.meta, "route": source.route}) for ex in examples]
             if source.route_only:  # one row per prompt: the routing target does not depend on the answer
                 first = {}
                 for ex in examples:

@@ -53,9 +53,19 @@ def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            ignore_index=IGNORE)
 
 
+def row_targets(objective: int, route_rows: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+    """Each row's routing target: the batch's objective, or the row's own where route_rows is >= 0 (a source's
+    `route`)."""
+    targets = torch.full((batch,), objective, dtype=torch.long, device=device)
+    if route_rows is None:
+        return targets
+    route_rows = route_rows.to(device)
+    return torch.where(route_rows >= 0, route_rows, targets)
+
+
 def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: float = 1e-8,
                per_token: bool = False, decision: torch.Tensor | None = None,
-               decision_share: float = 0.0) -> torch.Tensor:
+               decision_share: float = 0.0, route_rows: torch.Tensor | None = None) -> torch.Tensor:
     """CE between the negotiation weights averaged over the masked tokens (alpha_bar) and the batch's objective.
 
     alpha: (B, S, N) from Attachment.alpha(); mask: (B, S), the positions that predict response tokens
@@ -65,17 +75,28 @@ def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: flo
     objective the most say, not only their average. decision_share (per_token only): this share of the loss
     is taken at the `decision` positions (a mask like `mask`), the rest over all masked positions, so the
     one position per answer that decides how it starts is not outweighed by its many answer tokens.
+    route_rows (B,): a row's own target objective where >= 0 (else the batch's); without per_token, alpha_bar
+    is then taken per target and the CEs are weighted by their share of the masked tokens.
     """
     weights = mask.to(alpha.dtype)
+    targets = row_targets(objective, route_rows, alpha.size(0), alpha.device)
     if per_token:
-        token_ce = -torch.log(alpha[..., objective].clamp(min=eps))
+        picked = alpha.gather(-1, targets[:, None, None].expand(-1, alpha.size(1), 1)).squeeze(-1)
+        token_ce = -torch.log(picked.clamp(min=eps))
         loss = (token_ce * weights).sum() / weights.sum().clamp(min=1)
         if decision_share > 0 and decision is not None and decision.any():
             at_decision = (token_ce * decision).sum() / decision.sum()
             loss = (1 - decision_share) * loss + decision_share * at_decision
         return loss
-    alpha_bar = (alpha * weights.unsqueeze(-1)).sum((0, 1)) / weights.sum().clamp(min=1)
-    return -torch.log(alpha_bar[objective].clamp(min=eps))
+    total = weights.sum().clamp(min=1)
+    loss = alpha.new_zeros(())
+    for target in targets.unique().tolist():
+        rows = (targets == target).to(alpha.dtype)[:, None] * weights
+        if rows.sum() == 0:
+            continue
+        alpha_bar = (alpha * rows.unsqueeze(-1)).sum((0, 1)) / rows.sum()
+        loss = loss + rows.sum() / total * -torch.log(alpha_bar[target].clamp(min=eps))
+    return loss
 
 
 def pathway_drift(record: dict[int, SiteOutput], mask: torch.Tensor) -> torch.Tensor:
@@ -105,7 +126,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
                alpha: torch.Tensor | None, circuit: Circuit, objective: int, *, lambda_route: float,
                lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
                attention_mask: torch.Tensor | None = None, route_per_token: bool = False,
-               ce_rows: torch.Tensor | None = None, route_decision_share: float = 0.0) -> dict[str, torch.Tensor]:
+               ce_rows: torch.Tensor | None = None, route_decision_share: float = 0.0,
+               route_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
@@ -117,7 +139,7 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     if alpha is not None and lambda_route > 0:
         terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective,
                                                    per_token=route_per_token, decision=decision_mask(labels),
-                                                   decision_share=route_decision_share)
+                                                   decision_share=route_decision_share, route_rows=route_rows)
     if lambda_ref > 0:
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)

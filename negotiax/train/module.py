@@ -16,7 +16,9 @@ from .losses import ce_labels, loss_terms, response_ce
 
 
 class CircuitTrainModule(nn.Module):
-    """forward(input_ids, attention_mask, labels, objective) -> {ce, route, drift, orth, loss}."""
+    """forward(input_ids, attention_mask, labels, objective[, ce_rows, route_rows]) -> {ce, route, drift, orth,
+    loss}. Every row of the batch runs objective o's pathway under teacher-forced routing; route_rows sends a
+    row's routing loss elsewhere (see losses.routing_ce)."""
 
     def __init__(self, backbone: nn.Module, attachment: Attachment | None, cfg: TrainConfig) -> None:
         super().__init__()
@@ -27,7 +29,8 @@ class CircuitTrainModule(nn.Module):
         self.routing = self.circuit is not None and self.circuit.cfg.supervises_routing
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                objective: int, ce_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                objective: int, ce_rows: torch.Tensor | None = None,
+                route_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         with self._only_pathway(objective), self._forced_routing(objective, input_ids.shape[0]):
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         if self.circuit is None:  # sft-lora: the response CE alone (route-only rows teach it nothing)
@@ -40,7 +43,8 @@ class CircuitTrainModule(nn.Module):
                           lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
                           attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token",
-                          ce_rows=ce_rows, route_decision_share=self.cfg.route_decision_share)
+                          ce_rows=ce_rows, route_decision_share=self.cfg.route_decision_share,
+                          route_rows=route_rows)
 
     @contextmanager
     def _forced_routing(self, objective: int, batch: int):

@@ -121,8 +121,9 @@ def fit_routing(attachment: Attachment, states: dict[str, torch.Tensor], targets
 def warm_start_routing(model, attachment: Attachment, datasets: dict, collate: Callable[[list], dict],
                        n_prompts: int, steps: int, lr: float, batch_size: int = 16) -> dict:
     """Take n_prompts training rows per objective (distinct prompts, spread over each tokenised dataset: an
-    objective -> TokenizedDataset map), compute their decision states and fit the routing to them; returns a
-    record of what was done (prompts per objective, accuracy per site)."""
+    objective -> TokenizedDataset map), compute their decision states and fit the routing to them (each to its
+    routing target: its objective, or its source's `route`); returns a record of what was done (prompts per
+    target objective, accuracy per site)."""
     objectives = attachment.circuit.objectives
     ids, targets = [], []
     for j, objective in enumerate(objectives):
@@ -131,7 +132,7 @@ def warm_start_routing(model, attachment: Attachment, datasets: dict, collate: C
             continue
         for i in spread([ex.prompt for ex in dataset.examples], n_prompts):
             ids.append(prompt_ids(dataset.features[i]))
-            targets.append(j)
+            targets.append(dataset.features[i].get("route", j))  # a source's `route` sends its rows elsewhere
     if not ids:
         raise ValueError("train.route_fit_prompts: no training prompts to fit the routing to")
     states = decision_states(model, attachment, ids, collate, batch_size)

@@ -200,7 +200,7 @@ class Trainer:
         # Only the last backward of an optimiser step all-reduces gradients across processes.
         with nullcontext() if sync else self.accelerator.no_sync(self.module):
             terms = self.module(batch["input_ids"], batch["attention_mask"], batch["labels"], index,
-                                batch.get("ce_rows"))
+                                batch.get("ce_rows"), batch.get("route_rows"))
             values = {name: float(t.detach()) for name, t in terms.items()}
             bad = [name for name, v in values.items() if not math.isfinite(v)]
             if bad:
