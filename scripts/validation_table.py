@@ -34,7 +34,7 @@ def table(runs: list[dict]) -> str:
                  + f"{_cell(base.get('over_refusal_benign'))} | {_cell(base.get('over_refusal_benign_hb'))} |")
     for r in runs:
         kept = [o for o in r["overrides"] if not o.startswith(("output_dir=", "train.progress="))]
-        name = f"`{Path(r['recipe']).name}` " + " ".join(f"`{o}`" for o in kept)
+        name = " ".join([f"`{Path(r['recipe']).name}`"] + [f"`{o}`" for o in kept])
         cells = [_cell(r["routing_accuracy"].get(g)) for g in GROUPS]
         cells += [_cell(r.get(f"refusal_harmful@{b}")) for b in betas]
         cells += [_cell(r.get("over_refusal_benign@+0")), _cell(r.get("over_refusal_benign_hb@+0"))]

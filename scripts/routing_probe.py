@@ -1,0 +1,97 @@
+"""How well can anything linear route the validation prompts at a layer? A probe on the backbone's own states.
+
+    .venv/bin/python scripts/routing_probe.py -c configs/quick-grid.yaml --layers 15 20 [--per-objective 300]
+
+For each objective, --per-objective training prompts of the recipe (spread over its training set, as the routing
+warm start takes them) are run through the backbone alone (no circuit); the residual stream at the decision
+position (the last prompt token) of each layer is the feature. A class-balanced logistic regression per layer is
+fitted to the training prompts and read on the validation prompts of scripts/validate_alignment.py (never a test
+prompt). It prints, per layer and validation group, how many prompts the probe sends to each objective, then the
+same as one JSON line (docs/validation/probe/ holds the README's runs).
+It shows how the prompt groups lie in the backbone's own states for a given set of training prompts; it is neither
+the negotiation (which reads the attention output at its site, and whose routing loss also sees every answer
+token) nor a bound on it: on the harmful group, the trained quick circuit routes better than this probe does.
+`--questions N` puts the first N question-style helpful prompts (ending in "?") in place of as many spread ones.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+import numpy as np
+import torch
+
+from negotiax.backbone import load_backbone
+from negotiax.data import default_data_dir
+from negotiax.data.formatting import encode_prompt
+from negotiax.data.loading import load_train_sets
+from negotiax.recipe import load_recipe
+from negotiax.train.route_fit import spread
+from validate_alignment import validation_prompts
+
+TARGETS = {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful", "honest": "honest"}
+
+
+@torch.inference_mode()
+def decision_residuals(model, tokenizer, prompts: list[str], max_length: int) -> np.ndarray:
+    """(n, layers + 1, d): every layer's residual stream at each prompt's last token (the prompt cut to
+    max_length - 1 tokens from its end, as training keeps at least one answer token)."""
+    rows = []
+    for prompt in prompts:
+        ids = encode_prompt(tokenizer, prompt)[-(max_length - 1):]
+        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
+    return np.stack(rows)
+
+
+def training_prompts(sets: dict, objective: str, n: int, questions: int) -> list[str]:
+    prompts = list(dict.fromkeys(ex.prompt for ex in sets[objective]))
+    if objective != "helpful" or not questions:
+        return [prompts[i] for i in spread(prompts, n)]
+    asked = [p for p in prompts if p.strip().endswith("?")][:questions]
+    rest = [p for p in prompts if p not in set(asked)]
+    return asked + [rest[i] for i in spread(rest, n - len(asked))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sklearn.linear_model import LogisticRegression
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
+    p.add_argument("--layers", type=int, nargs="+", default=[15], help="hidden_states indices (0: embeddings)")
+    p.add_argument("--per-objective", type=int, default=300)
+    p.add_argument("--questions", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    recipe = load_recipe(args.config, args.overrides)
+    objectives = list(recipe.circuit.objectives)
+    if set(TARGETS.values()) - set(objectives):
+        raise SystemExit(f"{args.config}: the probe needs the objectives {sorted(set(TARGETS.values()))}")
+    sets = load_train_sets(recipe.data)
+    model, tokenizer = load_backbone(recipe.model)
+    model.eval()
+    features, labels = [], []
+    for j, objective in enumerate(objectives):
+        prompts = training_prompts(sets, objective, args.per_objective, args.questions)
+        features.append(decision_residuals(model, tokenizer, prompts, recipe.data.max_length))
+        labels += [j] * len(prompts)
+    x, y = np.concatenate(features), np.array(labels)
+    groups = validation_prompts(default_data_dir(recipe.data.data_dir))
+    val = {g: decision_residuals(model, tokenizer, prompts, recipe.data.max_length) for g, prompts in groups.items()}
+    out = {"recipe": args.config, "overrides": args.overrides, "per_objective": args.per_objective,
+           "questions": args.questions, "layers": {}}
+    for layer in args.layers:
+        probe = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x[:, layer], y)
+        counts = {g: dict(zip(objectives, np.bincount(probe.predict(v[:, layer]), minlength=len(objectives)).tolist()))
+                  for g, v in val.items()}
+        accuracy = {g: round(100 * counts[g][TARGETS[g]] / len(groups[g]), 1) for g in groups}
+        out["layers"][layer] = {"routed_to": counts, "accuracy": accuracy}
+        print(f"layer {layer}: accuracy {accuracy}; routed to {counts}", flush=True)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
