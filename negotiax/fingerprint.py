@@ -75,17 +75,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings(tree: Mapping[str, Any], sections: Iterable[str] | None = None) -> dict[str, Any]:
     """The flattened, non-neutral keys of `tree` (a recipe as a dict), restricted to `sections`."""
     picked = tree if sections is None else {s: tree[s] for s in sections}
-    return {k: _sources_as_before(v) for k, v in flatten(picked).items()
+    return {k: _sources_as_before(k, v) for k, v in flatten(picked).items()
             if k not in NEUTRAL and not (k in OFF_BY_DEFAULT and canonical(v) == canonical(OFF_BY_DEFAULT[k]))}
 
 
-def _sources_as_before(value: Any) -> Any:
-    """A list of data sources without the SOURCE_OFF_BY_DEFAULT fields that are at their old-behaviour value."""
-    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+def _sources_as_before(key: str, value: Any) -> Any:
+    """An objective's data sources (data.train.* / data.test.*, a list of mappings) without the
+    SOURCE_OFF_BY_DEFAULT fields that are at their old-behaviour value; any other value as it is."""
+    if not key.startswith(("data.train.", "data.test.")) or not isinstance(value, list):
         return value
     return [{k: v for k, v in item.items()
              if not (k in SOURCE_OFF_BY_DEFAULT and canonical(v) == canonical(SOURCE_OFF_BY_DEFAULT[k]))}
-            for item in value]
+            if isinstance(item, Mapping) else item for item in value]
 
 
 def changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:

@@ -23,35 +23,39 @@ import numpy as np
 import torch
 
 from negotiax.backbone import load_backbone
-from negotiax.data import default_data_dir
+from negotiax.data import TokenizedDataset, default_data_dir
 from negotiax.data.formatting import encode_prompt
 from negotiax.data.loading import load_train_sets
 from negotiax.recipe import load_recipe
-from negotiax.train.route_fit import spread
+from negotiax.train.route_fit import prompt_ids, spread
 from validate_alignment import validation_prompts
 
 TARGETS = {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful", "honest": "honest"}
 
 
 @torch.inference_mode()
-def decision_residuals(model, tokenizer, prompts: list[str], max_length: int) -> np.ndarray:
-    """(n, layers + 1, d): every layer's residual stream at each prompt's last token (the prompt cut to
-    max_length - 1 tokens from its end, as training keeps at least one answer token)."""
+def decision_residuals(model, ids: list[list[int]]) -> np.ndarray:
+    """(n, layers + 1, d): every layer's residual stream at the last token of each id list."""
     rows = []
-    for prompt in prompts:
-        ids = encode_prompt(tokenizer, prompt)[-(max_length - 1):]
-        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    for row in ids:
+        hidden = model(input_ids=torch.tensor([row]), output_hidden_states=True).hidden_states
         rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
     return np.stack(rows)
 
 
-def training_prompts(sets: dict, objective: str, n: int, questions: int) -> list[str]:
-    prompts = list(dict.fromkeys(ex.prompt for ex in sets[objective]))
+def training_rows(sets: dict, objective: str, n: int, questions: int) -> list[int]:
+    """Indices of n distinct training prompts of the objective, spread as the warm start takes them; with
+    `questions`, the first such question-style helpful prompts come first."""
+    prompts = [ex.prompt for ex in sets[objective]]
     if objective != "helpful" or not questions:
-        return [prompts[i] for i in spread(prompts, n)]
-    asked = [p for p in prompts if p.strip().endswith("?")][:questions]
-    rest = [p for p in prompts if p not in set(asked)]
-    return asked + [rest[i] for i in spread(rest, n - len(asked))]
+        return spread(prompts, n)
+    first: dict[str, int] = {}  # each prompt at its first row
+    for i, prompt in enumerate(prompts):
+        first.setdefault(prompt, i)
+    asked = [i for prompt, i in first.items() if prompt.strip().endswith("?")][:questions]
+    taken = set(asked)
+    rest = [i for i in first.values() if i not in taken]
+    return asked + [rest[k] for k in spread([prompts[i] for i in rest], n - len(asked))]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,12 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     features, labels = [], []
     for j, objective in enumerate(objectives):
-        prompts = training_prompts(sets, objective, args.per_objective, args.questions)
-        features.append(decision_residuals(model, tokenizer, prompts, recipe.data.max_length))
-        labels += [j] * len(prompts)
+        picked = [sets[objective][i] for i in training_rows(sets, objective, args.per_objective, args.questions)]
+        # tokenised and cut exactly as training and the warm start read them, up to the decision position
+        rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
+                                progress=False)
+        features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features]))
+        labels += [j] * len(picked)
     x, y = np.concatenate(features), np.array(labels)
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
-    val = {g: decision_residuals(model, tokenizer, prompts, recipe.data.max_length) for g, prompts in groups.items()}
+    val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts])
+           for g, prompts in groups.items()}
     out = {"recipe": args.config, "overrides": args.overrides, "per_objective": args.per_objective,
            "questions": args.questions, "layers": {}}
     for layer in args.layers:

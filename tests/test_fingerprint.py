@@ -77,3 +77,5 @@ def test_data_source_fields_added_later_leave_an_old_record_matching_at_their_de
     routed = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None, "offset": 5, "route": "helpful"}]}}}
     assert fp.settings(routed)["data.train.harmless"] == [{"path": "a.json", "limit": None, "offset": 5,
                                                         "route": "helpful"}]
+    other = {"eval": {"parts": [{"offset": 0, "route": None}]}}  # not a data source list: kept whole
+    assert fp.settings(other)["eval.parts"] == [{"offset": 0, "route": None}]

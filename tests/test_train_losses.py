@@ -89,6 +89,9 @@ def test_route_rows_send_a_rows_routing_loss_to_its_own_target_by_hand():
     # alpha_bar per target (row 0: 0.75 on objective 1; row 1: 0.55 on objective 0), each half of the tokens
     pooled = 0.5 * -math.log(0.75) + 0.5 * -math.log(0.55)
     assert math.isclose(float(routing_ce(alpha, mask, 1, route_rows=route_rows)), pooled, rel_tol=1e-6)
+    only_first = torch.tensor([[True, True], [False, False]])  # the routed row has no masked token: no say
+    assert math.isclose(float(routing_ce(alpha, only_first, 1, route_rows=route_rows)), -math.log(0.75),
+                        rel_tol=1e-6)
     # no row routed elsewhere: exactly the batch objective's loss
     same = torch.tensor([-1, -1])
     assert torch.equal(routing_ce(alpha, mask, 1, route_rows=same), routing_ce(alpha, mask, 1))

@@ -24,9 +24,9 @@ class Source:
     A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
     say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
     A `route` source's rows are learnt by the objective they are listed under (its pathway, under teacher-forced
-    routing), while the routing loss sends them to objective `route`. Listed under harmless with route helpful,
-    benign requests with ordinary answers teach the harmless pathway to leave benign requests alone (so a share
-    of harmless say on a benign prompt does not make a refusal), and the negotiation to give them to helpful.
+    routing), while the routing loss and the routing warm start send them to objective `route`: e.g. benign
+    requests with ordinary answers listed under harmless with route helpful, meant to show the harmless pathway
+    benign requests it should leave alone (configs/quick-contrast.yaml; on the quick budget it did not help).
     """
 
     path: str | None = None

@@ -88,15 +88,14 @@ def routing_ce(alpha: torch.Tensor, mask: torch.Tensor, objective: int, eps: flo
             at_decision = (token_ce * decision).sum() / decision.sum()
             loss = (1 - decision_share) * loss + decision_share * at_decision
         return loss
-    total = weights.sum().clamp(min=1)
-    loss = alpha.new_zeros(())
-    for target in targets.unique().tolist():
-        rows = (targets == target).to(alpha.dtype)[:, None] * weights
-        if rows.sum() == 0:
-            continue
-        alpha_bar = (alpha * rows.unsqueeze(-1)).sum((0, 1)) / rows.sum()
-        loss = loss + rows.sum() / total * -torch.log(alpha_bar[target].clamp(min=eps))
-    return loss
+    # Per target objective t: alpha_bar_t over the masked tokens of the rows that target t, and its share of them.
+    # Summed with one-hot products rather than a loop over targets, so nothing waits on the device.
+    one_hot = F.one_hot(targets, alpha.size(-1)).to(alpha.dtype)  # (B, N)
+    tokens = one_hot.t() @ weights.sum(1)  # (N,) masked tokens per target
+    said = (one_hot * (alpha * weights.unsqueeze(-1)).sum(1)).sum(0)  # (N,) alpha_t summed over those tokens
+    alpha_bar = said / tokens.clamp(min=1)
+    share = tokens / weights.sum().clamp(min=1)
+    return (share * -torch.log(alpha_bar.clamp(min=eps))).sum()
 
 
 def pathway_drift(record: dict[int, SiteOutput], mask: torch.Tensor) -> torch.Tensor:
