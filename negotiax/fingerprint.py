@@ -39,10 +39,11 @@ OFF_BY_DEFAULT = {
     # the routing warm start (negotiax.train.route_fit): off with 0 prompts; its steps and lr at their defaults
     "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
-    "data.benign.offset": 0, "data.benign.route": None,  # a data source's fields added later (see SOURCE_...)
+    # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
+    "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
 }
 # The same for fields added later to the data sources listed under data.train / data.test (lists of mappings).
-SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None}
+SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
               "nothing is deleted), or choose another output_dir")
 

@@ -179,10 +179,29 @@ def test_offset_and_route_pick_rows_and_mark_their_routing_target(data_dir, test
     assert "left_out" in pair.stats["harmless"]["files"][f"{alpaca} (rows 1995+, routed to helpful)"]
 
 
+def test_prompt_match_keeps_the_matching_prompts_before_offset_and_limit(data_dir, test_sets):
+    alpaca = "alpaca/alpaca_small_2000.json"
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["helpful"], train={
+        "helpful": [{"path": alpaca, "format": "alpaca", "prompt_match": r"\?$", "offset": 2, "limit": 30}]})
+    sets = load_train_sets(cfg, test_sets)
+    # by hand: the file's rows whose prompt ends with a question mark, from the third on
+    asked = [ex.prompt for ex in load_alpaca(data_dir / alpaca) if ex.prompt.rstrip().endswith("?")]
+    assert 100 < len(asked) < 1000
+    assert [ex.prompt for ex in sets["helpful"]] == asked[2:32]
+    counts = sets.stats["helpful"]["files"][f"{alpaca} (prompts matching \\?$, rows 2+)"]
+    assert counts["prompt_not_matching_dropped"] == 2000 - len(asked)
+
+
 def test_route_to_an_unknown_objective_or_on_a_test_source_is_a_clear_error(data_dir):
     with pytest.raises(ValueError, match=r"data.train.harmless\[0\].*route='helpfull' is not an objective"):
         DataConfig(data_dir=str(data_dir), train={"harmless": [{"path": "x.json", "route": "helpfull"}]})
-    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only are for training sources"):
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match are for"):
         DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "route": "harmless"}]})
     with pytest.raises(ValueError, match="offset=-1"):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "offset": -1}]})
+    with pytest.raises(ValueError, match=r"prompt_match='\(' is not a regular expression"):
+        DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "prompt_match": "("}]})
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match"):
+        DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "prompt_match": "x"}]})
+    with pytest.raises(ValueError, match=r"data.benign: route / route_only / prompt_match"):
+        DataConfig(data_dir=str(data_dir), benign={"path": "x.json", "prompt_match": "x"})

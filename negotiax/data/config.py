@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -19,8 +20,9 @@ class Source:
     differs from the file's). `part` picks the H3Fusion half of TruthfulQA ("train" / "test" / "all").
     An `optional` source that cannot be found is skipped with a warning instead of failing the run.
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
-    flags (e.g. the refusing safe answers of a preference file), `offset` skips the first N rows and `limit`
-    keeps the next N (after the filter).
+    flags (e.g. the refusing safe answers of a preference file), `prompt_match` keeps only the rows whose
+    prompt (stripped) a regular expression matches (`re.search`; e.g. `'\\?$'` for question-style prompts),
+    `offset` skips the first N rows and `limit` keeps the next N (after the filters).
     A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
     say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
     A `route` source's rows are learnt by the objective they are listed under (its pathway, under teacher-forced
@@ -42,6 +44,7 @@ class Source:
     route_only: bool = False  # training: its rows teach the routing loss only (their answers are not learnt)
     offset: int = 0  # skip the first N rows (after response_filter, before limit)
     route: str | None = None  # training: the objective the routing loss sends its rows to (default: its own)
+    prompt_match: str | None = None  # training: keep the rows whose stripped prompt this regex matches (re.search)
 
     def __post_init__(self):
         if self.response_filter not in (None, "refusal"):
@@ -53,6 +56,12 @@ class Source:
             raise ValueError(f"data source {self.path or self.hub}: offset={self.offset!r}; a non-negative integer")
         if self.route is not None and not isinstance(self.route, str):
             raise ValueError(f"data source {self.path or self.hub}: route={self.route!r}; an objective's name or null")
+        if self.prompt_match is not None:
+            try:
+                re.compile(self.prompt_match)
+            except (re.error, TypeError) as err:
+                raise ValueError(f"data source {self.path or self.hub}: prompt_match={self.prompt_match!r} is not a "
+                                 f"regular expression ({err}); e.g. '\\?$' keeps question-style prompts") from None
         if not self.path and not self.hub:
             raise ValueError("data source: give a path (file or hub id) or a hub id")
         for name in ("format", "hub_format"):
@@ -69,6 +78,7 @@ class Source:
         """The file or hub id, with the training filters that make it a different source of examples."""
         base = self.path or self.hub or "?"
         tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only),
+                                (f"prompts matching {self.prompt_match}", self.prompt_match is not None),
                                 (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route))
                 if on]
         return f"{base} ({', '.join(tags)})" if tags else base
@@ -211,9 +221,12 @@ class DataConfig:
             raise ValueError(f"data.objectives: no training source for {missing}; add data.train.<name>")
         for objective, sources in self.test.items():
             for i, source in enumerate(sources):
-                if source.route is not None or source.route_only:
-                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only are for training sources; "
-                                     f"remove them from the test source {source.name}")
+                if source.route is not None or source.route_only or source.prompt_match is not None:
+                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only / prompt_match are for "
+                                     f"training sources; remove them from the test source {source.name}")
+        if self.benign.route is not None or self.benign.route_only or self.benign.prompt_match is not None:
+            raise ValueError(f"data.benign: route / route_only / prompt_match are for training sources; remove them "
+                             f"from {self.benign.name}")
         for objective, sources in self.train.items():
             for i, source in enumerate(sources):
                 if source.route is not None and source.route not in self.train:

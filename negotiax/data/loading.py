@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
+import re
 from collections import OrderedDict
 
 from ..refusal import refusal
@@ -120,6 +122,11 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
                 kept_rows = [ex for ex in examples if refusal(ex.response)]
                 counts["not_refusal_dropped"] = len(examples) - len(kept_rows)
                 examples = kept_rows
+            if source.prompt_match is not None:
+                pattern = re.compile(source.prompt_match)
+                matching = [ex for ex in examples if pattern.search(ex.prompt.strip())]
+                counts["prompt_not_matching_dropped"] = len(examples) - len(matching)
+                examples = matching
             examples = examples[source.offset:]
             if source.limit is not None:
                 examples = examples[:source.limit]
