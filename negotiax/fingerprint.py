@@ -41,9 +41,10 @@ OFF_BY_DEFAULT = {
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
     # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
     "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
+    "data.benign.response": None,
 }
 # The same for fields added later to the data sources listed under data.train / data.test (lists of mappings).
-SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None}
+SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None, "response": None}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
               "nothing is deleted), or choose another output_dir")
 

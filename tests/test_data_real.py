@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
@@ -192,16 +193,32 @@ def test_prompt_match_keeps_the_matching_prompts_before_offset_and_limit(data_di
     assert counts["prompt_not_matching_dropped"] == 2000 - len(asked)
 
 
+def test_a_written_response_replaces_every_answer_and_keeps_one_row_per_prompt(data_dir, test_sets):
+    pku = "beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"
+    answer = "I'm sorry, but I can't help with that."
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["harmless"], train={
+        "harmless": [{"path": pku, "format": "pku_dpo", "response": answer}]})
+    rows = load_train_sets(cfg, test_sets)["harmless"]
+    # by hand: the file's distinct prompts (up to spacing and case) that no test set holds
+    raw = json.loads((data_dir / pku).read_text())
+    blocked = {normalize_prompt(ex.prompt) for exs in test_sets.values() for ex in exs}
+    prompts = {normalize_prompt(r["prompt"]) for r in raw} - blocked
+    assert len(rows) == len(prompts) > 500
+    assert {ex.response for ex in rows} == {answer} and {normalize_prompt(ex.prompt) for ex in rows} == prompts
+
+
 def test_route_to_an_unknown_objective_or_on_a_test_source_is_a_clear_error(data_dir):
     with pytest.raises(ValueError, match=r"data.train.harmless\[0\].*route='helpfull' is not an objective"):
         DataConfig(data_dir=str(data_dir), train={"harmless": [{"path": "x.json", "route": "helpfull"}]})
-    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match are for"):
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match / response are for"):
         DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "route": "harmless"}]})
     with pytest.raises(ValueError, match="offset=-1"):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "offset": -1}]})
     with pytest.raises(ValueError, match=r"prompt_match='\(' is not a regular expression"):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "prompt_match": "("}]})
-    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match"):
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match / response"):
         DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "prompt_match": "x"}]})
-    with pytest.raises(ValueError, match=r"data.benign: route / route_only / prompt_match"):
-        DataConfig(data_dir=str(data_dir), benign={"path": "x.json", "prompt_match": "x"})
+    with pytest.raises(ValueError, match=r"data.benign: route / route_only / prompt_match / response"):
+        DataConfig(data_dir=str(data_dir), benign={"path": "x.json", "response": "No."})
+    with pytest.raises(ValueError, match=r"response=' '; a non-empty answer"):
+        DataConfig(data_dir=str(data_dir), train={"harmless": [{"path": "x.json", "response": " "}]})

@@ -22,7 +22,9 @@ class Source:
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
     flags (e.g. the refusing safe answers of a preference file), `prompt_match` keeps only the rows whose
     prompt (stripped) a regular expression matches (`re.search`; e.g. `'\\?$'` for question-style prompts),
-    `offset` skips the first N rows and `limit` keeps the next N (after the filters).
+    `offset` skips the first N rows and `limit` keeps the next N (after the filters). `response` puts one
+    written answer in place of every row's own (e.g. a plain refusal for harmful questions whose own answers
+    comply); rows that then repeat a prompt are kept once.
     A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
     say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
     A `route` source's rows are learnt by the objective they are listed under (its pathway, under teacher-forced
@@ -45,6 +47,7 @@ class Source:
     offset: int = 0  # skip the first N rows (after response_filter, before limit)
     route: str | None = None  # training: the objective the routing loss sends its rows to (default: its own)
     prompt_match: str | None = None  # training: keep the rows whose stripped prompt this regex matches (re.search)
+    response: str | None = None  # training: this answer in place of every row's own
 
     def __post_init__(self):
         if self.response_filter not in (None, "refusal"):
@@ -62,6 +65,9 @@ class Source:
             except (re.error, TypeError) as err:
                 raise ValueError(f"data source {self.path or self.hub}: prompt_match={self.prompt_match!r} is not a "
                                  f"regular expression ({err}); e.g. '\\?$' keeps question-style prompts") from None
+        if self.response is not None and (not isinstance(self.response, str) or not self.response.strip()):
+            raise ValueError(f"data source {self.path or self.hub}: response={self.response!r}; a non-empty answer "
+                             "text or null")
         if not self.path and not self.hub:
             raise ValueError("data source: give a path (file or hub id) or a hub id")
         for name in ("format", "hub_format"):
@@ -79,9 +85,16 @@ class Source:
         base = self.path or self.hub or "?"
         tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only),
                                 (f"prompts matching {self.prompt_match}", self.prompt_match is not None),
+                                ("written answer", self.response is not None),
                                 (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route))
                 if on]
         return f"{base} ({', '.join(tags)})" if tags else base
+
+
+def _training_only(source: Source) -> bool:
+    """Whether a source sets a field that only training reads."""
+    return (source.route is not None or source.route_only or source.prompt_match is not None
+            or source.response is not None)
 
 
 def _src(**kw) -> dict:
@@ -221,12 +234,12 @@ class DataConfig:
             raise ValueError(f"data.objectives: no training source for {missing}; add data.train.<name>")
         for objective, sources in self.test.items():
             for i, source in enumerate(sources):
-                if source.route is not None or source.route_only or source.prompt_match is not None:
-                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only / prompt_match are for "
-                                     f"training sources; remove them from the test source {source.name}")
-        if self.benign.route is not None or self.benign.route_only or self.benign.prompt_match is not None:
-            raise ValueError(f"data.benign: route / route_only / prompt_match are for training sources; remove them "
-                             f"from {self.benign.name}")
+                if _training_only(source):
+                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only / prompt_match / response are "
+                                     f"for training sources; remove them from the test source {source.name}")
+        if _training_only(self.benign):
+            raise ValueError(f"data.benign: route / route_only / prompt_match / response are for training sources; "
+                             f"remove them from {self.benign.name}")
         for objective, sources in self.train.items():
             for i, source in enumerate(sources):
                 if source.route is not None and source.route not in self.train:

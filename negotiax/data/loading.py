@@ -130,6 +130,8 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
             examples = examples[source.offset:]
             if source.limit is not None:
                 examples = examples[:source.limit]
+            if source.response is not None:  # a written answer: the (prompt, answer) dedupe below keeps one per prompt
+                examples = [dataclasses.replace(ex, response=source.response) for ex in examples]
             if source.route is not None and source.route != objective:
                 examples = [dataclasses.replace(ex, meta={**ex.meta, "route": source.route}) for ex in examples]
             if source.route_only:  # one row per prompt: the routing target does not depend on the answer
