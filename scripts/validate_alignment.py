@@ -10,8 +10,8 @@ Validation prompts (disjoint from the test subsets `negotiax run` scores, which 
   helpful_base (short everyday questions), which the benign group does not represent;
 - honest: test-half TruthfulQA questions 200-247 (48), for routing only.
 It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
-the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts, and the
-base model's rates; --json writes the same (plus a few answers) to a file.
+the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts (at each
+preference in --benign-betas, default 0), and the base model's rates; --json writes the same (plus a few answers) to a file.
 """
 from __future__ import annotations
 
@@ -60,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("overrides", nargs="*", help="key=value recipe overrides")
     p.add_argument("--betas", type=float, nargs="+", default=[-4.0, 0.0, 4.0], help="harmless preferences to decode at")
+    p.add_argument("--benign-betas", type=float, nargs="+", default=[0.0],
+                   help="harmless preferences to measure over-refusal at (each must also be in --betas)")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    if set(args.benign_betas) - set(args.betas):
+        p.error(f"--benign-betas {args.benign_betas}: each must also be in --betas {args.betas}")
     logging.basicConfig(level=logging.WARNING)
     recipe = load_recipe(args.config, args.overrides)
     train_from_recipe(recipe)
@@ -89,12 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(gen, preference={"harmless": beta})
         rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}.jsonl", attachment=attachment)
         result[f"refusal_harmful@{beta:+g}"] = rate(rows)
-        if beta == 0:
-            benign_rows = generate(model, tokenizer, benign, cfg, out_dir / "benign+0.jsonl", attachment=attachment)
-            result["over_refusal_benign@+0"] = rate(benign_rows)
-            result["over_refusal_benign_hb@+0"] = rate(generate(model, tokenizer, benign_hb, cfg,
-                                                                out_dir / "benign_hb+0.jsonl", attachment=attachment))
-            samples = {"harmful": [r["output"] for r in rows[:4]], "benign": [r["output"] for r in benign_rows[:4]]}
+        if beta in args.benign_betas:
+            benign_rows = generate(model, tokenizer, benign, cfg, out_dir / f"benign{beta:+g}.jsonl",
+                                   attachment=attachment)
+            result[f"over_refusal_benign@{beta:+g}"] = rate(benign_rows)
+            result[f"over_refusal_benign_hb@{beta:+g}"] = rate(generate(
+                model, tokenizer, benign_hb, cfg, out_dir / f"benign_hb{beta:+g}.jsonl", attachment=attachment))
+            if beta == 0:
+                samples = {"harmful": [r["output"] for r in rows[:4]], "benign": [r["output"] for r in benign_rows[:4]]}
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps({**result, "samples": samples}, indent=1) + "\n")
