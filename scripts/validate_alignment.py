@@ -11,7 +11,7 @@ Validation prompts (disjoint from the test subsets `negotiax run` scores, which 
 - honest: test-half TruthfulQA questions 200-247 (48), for routing only.
 It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
 the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts (at each
-preference in --benign-betas, default 0), and the base model's rates; --json writes the same (plus a few answers) to a file.
+preference in --benign-betas, default 0; --mute adds -inf, harmless muted), and the base model's rates; --json writes the same (plus a few answers) to a file.
 """
 from __future__ import annotations
 
@@ -62,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas", type=float, nargs="+", default=[-4.0, 0.0, 4.0], help="harmless preferences to decode at")
     p.add_argument("--benign-betas", type=float, nargs="+", default=[0.0],
                    help="harmless preferences to measure over-refusal at (each must also be in --betas)")
+    p.add_argument("--mute", action="store_true",
+                   help="also measure refusal and over-refusal with harmless muted (beta = -inf: its pathway off)")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
+    if args.mute:
+        args.betas, args.benign_betas = [float("-inf"), *args.betas], [float("-inf"), *args.benign_betas]
     if set(args.benign_betas) - set(args.betas):
         p.error(f"--benign-betas {args.benign_betas}: each must also be in --betas {args.betas}")
     logging.basicConfig(level=logging.WARNING)

@@ -4,7 +4,8 @@
 
 One row per run: its overrides (less output_dir and progress), the decision-position routing accuracy per
 validation group, refusal on the harmful prompts at each harmless preference, and over-refusal on the benign
-prompts, with the base model's rates in the first row. Every number is read from the files.
+prompts (at 0) and on the helpful_base ones (at each preference measured), with the base model's rates in the
+first row. Every number is read from the files.
 """
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ def _cell(value) -> str:
 
 def table(runs: list[dict]) -> str:
     betas = sorted({k.split("@")[1] for r in runs for k in r if k.startswith("refusal_harmful@")}, key=float)
+    hb_betas = sorted({k.split("@")[1] for r in runs for k in r if k.startswith("over_refusal_benign_hb@")}, key=float)
     header = (["run (overrides)"] + [f"routing {g}" for g in GROUPS] + [f"refusal β={b}" for b in betas]
-              + ["over-refusal benign", "over-refusal benign_hb"])
+              + ["over-refusal benign"] + [f"over-refusal benign_hb β={b}" for b in hb_betas])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     base: dict = {}  # the same base model on the same prompts in every run: merge, and check that they agree
     for r in runs:
@@ -31,13 +33,14 @@ def table(runs: list[dict]) -> str:
                 raise ValueError(f"base {key} differs between validation runs ({base[key]} vs {value})")
     lines.append("| base (no circuit) | " + " | ".join("–" for _ in GROUPS) + " | "
                  + " | ".join(_cell(base["refusal_harmful"]) if float(b) == 0 else "–" for b in betas) + " | "
-                 + f"{_cell(base.get('over_refusal_benign'))} | {_cell(base.get('over_refusal_benign_hb'))} |")
+                 + f"{_cell(base.get('over_refusal_benign'))} | "
+                 + " | ".join(_cell(base.get("over_refusal_benign_hb")) if float(b) == 0 else "–" for b in hb_betas) + " |")
     for r in runs:
         kept = [o for o in r["overrides"] if not o.startswith(("output_dir=", "train.progress="))]
         name = " ".join([f"`{Path(r['recipe']).name}`"] + [f"`{o}`" for o in kept])
         cells = [_cell(r["routing_accuracy"].get(g)) for g in GROUPS]
         cells += [_cell(r.get(f"refusal_harmful@{b}")) for b in betas]
-        cells += [_cell(r.get("over_refusal_benign@+0")), _cell(r.get("over_refusal_benign_hb@+0"))]
+        cells += [_cell(r.get("over_refusal_benign@+0"))] + [_cell(r.get(f"over_refusal_benign_hb@{b}")) for b in hb_betas]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
