@@ -11,7 +11,8 @@ Validation prompts (disjoint from the test subsets `negotiax run` scores, which 
 - honest: test-half TruthfulQA questions 200-247 (48), for routing only.
 It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
 the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts (at each
-preference in --benign-betas, default 0; --mute adds -inf, harmless muted), and the base model's rates; --json writes the same (plus a few answers) to a file.
+preference in --benign-betas, default 0; --mute adds -inf, harmless muted), and the base model's rates;
+--json writes the same (plus a few answers) to a file.
 """
 from __future__ import annotations
 

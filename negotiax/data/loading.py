@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-import re
 from collections import OrderedDict
 
 from ..refusal import refusal
