@@ -44,7 +44,7 @@ class Source:
     response_filter: str | None = None  # refusal: keep the rows whose response refuses (training only)
     limit: int | None = None  # the first N rows of this source
     route_only: bool = False  # training: its rows teach the routing loss only (their answers are not learnt)
-    offset: int = 0  # skip the first N rows (after response_filter, before limit)
+    offset: int = 0  # skip the first N rows (after response_filter and prompt_match, before limit)
     route: str | None = None  # training: the objective the routing loss sends its rows to (default: its own)
     prompt_match: str | None = None  # training: keep the rows whose stripped prompt this regex matches (re.search)
     response: str | None = None  # training: this answer in place of every row's own
