@@ -32,6 +32,10 @@ class CircuitConfig:
     activation: str = "silu"
     generic: bool = False  # ablation A1: no axis embeddings (and no routing loss in training)
     frozen: bool = False  # ablation A2: W_q, W_k, W_v frozen at initialisation
+    # Soft cap c on the negotiation's scores before beta is added: each query's scores centred, then c * tanh(s / c),
+    # so no objective's score exceeds another's by more than 2c and a preference beta of a few units can always
+    # move alpha. None: no cap.
+    logit_cap: float | None = None
     layers_path: str | None = None  # explicit dotted path to the decoder ModuleList, if discovery fails
 
     def __post_init__(self) -> None:
@@ -47,6 +51,8 @@ class CircuitConfig:
             raise ValueError(f"circuit.head_dim={self.head_dim}: must be positive")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"circuit.activation={self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
+        if self.logit_cap is not None and not self.logit_cap > 0:
+            raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive number, or null for no cap")
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 
@@ -128,9 +134,11 @@ class Negotiation(nn.Module):
     term of h passes the negotiation untouched.
     """
 
-    def __init__(self, d: int, n: int, head_dim: int = 64, axis_embeddings: bool = True) -> None:
+    def __init__(self, d: int, n: int, head_dim: int = 64, axis_embeddings: bool = True,
+                 logit_cap: float | None = None) -> None:
         super().__init__()
         self.k = head_dim
+        self.logit_cap = logit_cap
         self.axis = nn.Parameter(torch.randn(n, d) * 0.02) if axis_embeddings else None
         self.qkv = nn.Parameter(torch.randn(d, 3 * head_dim) / math.sqrt(d))  # [W_q | W_k | W_v]
         # W_o small-random: the values (pathway deltas) are zero at init, so Delta = 0 all the same, and the
@@ -151,7 +159,13 @@ class Negotiation(nn.Module):
         if bias.dim() == 2:  # one preference per sequence: broadcast over positions and queries
             bias = bias[:, None, None, :]
         muted = torch.isneginf(bias)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.k) + bias.masked_fill(torch.isposinf(bias), 0.0)
+        logits = q @ k.transpose(-1, -2) / math.sqrt(self.k)
+        if self.logit_cap is not None:
+            # centred first: the scores share a large common part (every state carries h's mean direction), which
+            # softmax ignores but which would saturate the tanh and stall the scores' gradient
+            logits = logits - logits.mean(-1, keepdim=True)
+            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
+        logits = logits + bias.masked_fill(torch.isposinf(bias), 0.0)
         forced = torch.isposinf(bias)
         if forced.any():  # beta = +inf: attention only to the forced keys (uniform among them if several)
             rows = forced.expand_as(logits).any(-1, keepdim=True)
@@ -184,7 +198,8 @@ class SiteCircuit(nn.Module):
         self.pathways = Pathways(d, n, cfg.rank, cfg.activation)
         self.negotiation = None
         if cfg.has_negotiation:
-            self.negotiation = Negotiation(d, n, cfg.head_dim, axis_embeddings=not cfg.generic)
+            self.negotiation = Negotiation(d, n, cfg.head_dim, axis_embeddings=not cfg.generic,
+                                           logit_cap=cfg.logit_cap)
             self.negotiation.qkv.requires_grad_(not cfg.frozen)
         self.register_buffer("bias", torch.zeros(n), persistent=False)  # preference beta
         self.route: torch.Tensor | None = None  # teacher-forced routing per row, set by the trainer only

@@ -39,6 +39,7 @@ OFF_BY_DEFAULT = {
     # the routing warm start (negotiax.train.route_fit): off with 0 prompts; its steps and lr at their defaults
     "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
+    "circuit.logit_cap": None,  # the negotiation's logits uncapped, as before
     # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
     "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
     "data.benign.response": None,

@@ -106,7 +106,7 @@ def test_full_rank_option_has_d_by_d_maps():
 
 
 @pytest.mark.parametrize("bad", [dict(variant="fancy"), dict(site="mlp"), dict(rank=0), dict(objectives=["a", "a"]),
-                                 dict(activation="tanhh")])
+                                 dict(activation="tanhh"), dict(logit_cap=0.0), dict(logit_cap=-2.0)])
 def test_config_errors_name_the_option(bad):
     with pytest.raises(ValueError, match=f"circuit.{next(iter(bad))}"):
         CircuitConfig(**bad)
@@ -118,8 +118,9 @@ def test_negotiation_module_shapes():
     assert delta.shape == (2, 4, 16) and alpha.shape == (2, 4, 3)
 
 
-def reference_delta(site: SiteCircuit, h: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """DESIGN section 2 written out by hand, one token at a time (no batching tricks, no broadcasting)."""
+def reference_delta(site: SiteCircuit, h: torch.Tensor, beta: torch.Tensor, cap: float | None = None) -> torch.Tensor:
+    """DESIGN section 2 written out by hand, one token at a time (no batching tricks, no broadcasting); with a
+    logit cap c, each query's scores are centred, then each s becomes c * tanh(s / c), before beta is added."""
     neg, k = site.negotiation, site.negotiation.k
     w_q, w_k, w_v = neg.qkv[:, :k], neg.qkv[:, k:2 * k], neg.qkv[:, 2 * k:]
     deltas = site.pathways.deltas(h)
@@ -127,7 +128,10 @@ def reference_delta(site: SiteCircuit, h: torch.Tensor, beta: torch.Tensor) -> t
     for b in range(h.shape[0]):
         for s in range(h.shape[1]):
             z = h[b, s] + deltas[b, s] + neg.axis  # (N, d)
-            a = torch.softmax((z @ w_q) @ (z @ w_k).t() / math.sqrt(k) + beta, dim=-1)
+            scores = (z @ w_q) @ (z @ w_k).t() / math.sqrt(k)
+            if cap is not None:
+                scores = cap * torch.tanh((scores - scores.mean(dim=-1, keepdim=True)) / cap)
+            a = torch.softmax(scores + beta, dim=-1)
             v = deltas[b, s] @ w_v  # values from the pathway deltas only
             out[b, s] = (a @ v).flatten() @ neg.out
     return out
@@ -146,6 +150,24 @@ def test_values_carry_only_pathway_deltas():
     assert torch.equal(site(h).hidden, h)
 
 
+def test_logit_cap_bounds_the_scores_so_beta_can_move_alpha():
+    cap = 1.5
+    site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4, logit_cap=cap))
+    perturb(site, scale=4.0)  # large scores: uncapped, alpha would be near one-hot
+    h = torch.randn(2, 3, 16) * 3
+    beta = torch.tensor([0.5, -1.0, 2.0])
+    site.bias = beta.clone()
+    out = site(h)
+    assert torch.allclose(out.hidden - h, reference_delta(site, h, beta, cap=cap), atol=1e-4)
+    # Scores lie within [-c, c]: under beta = 0, no objective's alpha can exceed e^c / (e^c + (N-1) e^-c).
+    site.bias = torch.zeros(3)
+    bound = math.exp(cap) / (math.exp(cap) + 2 * math.exp(-cap))
+    assert site(h).alpha.max() <= bound + 1e-6
+    # A preference larger than 2c gives that objective more than half of every query's say.
+    site.bias = torch.tensor([0.0, 2 * cap + 1.0, 0.0])
+    assert (site(h).alpha[..., 1] > 0.5).all()
+
+
 def test_untrained_circuit_gives_pathways_gradient_at_step_zero():
     site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4))  # U = 0, W_o small-random
     h = torch.randn(2, 5, 16)
@@ -155,8 +177,9 @@ def test_untrained_circuit_gives_pathways_gradient_at_step_zero():
     assert site.negotiation.out.abs().sum() > 0
 
 
-def test_positive_infinity_gives_exactly_that_objectives_update():
-    circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0])
+@pytest.mark.parametrize("cap", [None, 2.0])
+def test_positive_infinity_gives_exactly_that_objectives_update(cap):
+    circuit = Circuit(CircuitConfig(head_dim=8, rank=4, logit_cap=cap), 16, [0])
     perturb(circuit)
     site = circuit.sites["0"]
     h = torch.randn(2, 5, 16)
