@@ -1,0 +1,72 @@
+"""scripts/negotiation_scores.py: its alpha and update lengths agree with what the attached circuit does."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from negotiax.attach import attach, capture, site_modules
+from negotiax.circuit import CircuitConfig
+from test_circuit import perturb
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def script():
+    import sys
+    sys.path.insert(0, str(SCRIPTS))  # the script imports validate_alignment from beside it
+    try:
+        spec = importlib.util.spec_from_file_location("negotiation_scores", SCRIPTS / "negotiation_scores.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
+
+
+def before_norms(model, a, prompts) -> list[float]:
+    """The length of the state entering the site at each prompt's last token."""
+    norms = []
+    for ids in prompts:
+        with capture(site_modules(model, a.circuit), prepend=True) as before:
+            model(input_ids=torch.tensor([ids]))
+        norms.append(before[str(a.circuit.layers[0])][0, -1].norm().item())
+    return norms
+
+
+@pytest.mark.parametrize("cap", [None, 1.0])
+def test_alpha_and_update_lengths_match_the_attached_circuit(script, cap):
+    model = tiny_model("llama")
+    prompts = [[5, 9, 13, 2, 7], [3, 3, 8], [11, 4, 6, 1, 1, 9, 2]]
+    with attach(model, CircuitConfig(head_dim=8, rank=4, logit_cap=cap)) as a:
+        perturb(a.circuit, scale=4.0)
+        layer = a.circuit.layers[0]
+        out = script.group_scores(model, a, prompts, "harmless", [-4.0, 0.0, 4.0])
+        j = a.circuit.index("harmless")
+        for beta, key in ((-4.0, "-4"), (0.0, "+0"), (4.0, "+4")):
+            a.circuit.set_preference({"harmless": beta})
+            expected = []
+            for ids in prompts:  # the decision position: the last prompt token
+                model(input_ids=torch.tensor([ids]))
+                expected.append(a.alpha(layer)[0, -1, j].item())
+            assert out["alpha"][key] == pytest.approx(sum(expected) / len(expected), abs=2e-3)
+        if cap is not None:  # capped scores: beta moves alpha (uncapped, these large scores may hide it)
+            assert out["alpha"]["-4"] < out["alpha"]["+0"] < out["alpha"]["+4"]
+        # With all the say (beta = +inf), the site adds exactly that objective's update: its length at the decision
+        # position, read off the attached circuit's own output h' - h.
+        for objective in a.circuit.objectives:
+            a.circuit.set_preference({objective: float("inf")})
+            lengths = []
+            for ids in prompts:
+                with capture(site_modules(model, a.circuit), prepend=True) as before:
+                    model(input_ids=torch.tensor([ids]))
+                h = before[str(layer)][0, -1]
+                lengths.append((a.record[layer].hidden[0, -1] - h).norm().item())
+            assert out["update_norm"][objective] == pytest.approx(sum(lengths) / len(lengths), abs=0.06)
+        a.circuit.set_preference({})
+        assert out["h_norm"] == pytest.approx(sum(before_norms(model, a, prompts)) / 3, abs=0.06)
+        assert out["n"] == 3 and out["gap"]["q10"] <= out["gap"]["median"] <= out["gap"]["q90"]
