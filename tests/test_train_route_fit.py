@@ -129,7 +129,8 @@ def test_warm_start_keys_at_their_off_values_leave_the_fingerprint_as_before():
     assert off == {"train.lr": 0.1}  # a record written before the keys existed still matches
     on = settings({"train": {"lr": 0.1, "route_fit_prompts": 400, "route_fit_steps": 50, "route_fit_lr": 0.01}})
     assert on == {"train.lr": 0.1, "train.route_fit_prompts": 400}
-    defaults = {"train": dataclasses.asdict(TrainConfig()), "data": {"benign": dataclasses.asdict(Source(path="x"))}}
+    defaults = {"train": dataclasses.asdict(TrainConfig()), "data": {"benign": dataclasses.asdict(Source(path="x"))},
+                "circuit": dataclasses.asdict(CircuitConfig())}
     for key, value in OFF_BY_DEFAULT.items():  # each off value is the key's default (the old behaviour)
         section, *rest = key.split(".")
         node = defaults[section]
