@@ -51,8 +51,8 @@ class CircuitConfig:
             raise ValueError(f"circuit.head_dim={self.head_dim}: must be positive")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"circuit.activation={self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
-        if self.logit_cap is not None and not self.logit_cap > 0:
-            raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive number, or null for no cap")
+        if self.logit_cap is not None and not (math.isfinite(self.logit_cap) and self.logit_cap > 0):
+            raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive finite number, or null for no cap")
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 
@@ -145,6 +145,23 @@ class Negotiation(nn.Module):
         # pathways' U get gradient from the first step (two zero factors would stall it).
         self.out = nn.Parameter(torch.randn(n * head_dim, d) / math.sqrt(n * head_dim))
 
+    def scores(self, z: torch.Tensor, muted: torch.Tensor | None = None) -> torch.Tensor:
+        """The negotiation's scores before beta: (B, S, N queries, N keys) from the pathway states z (B, S, N, d).
+        With a logit cap, each query's scores are centred over the live keys (muted: True for a muted key,
+        broadcastable to the scores), then capped at +-c; a muted key's score stays out of the centring, so a muted
+        pathway changes nothing."""
+        if self.axis is not None:
+            z = z + self.axis
+        w_q, w_k = self.qkv[:, :self.k], self.qkv[:, self.k:2 * self.k]
+        logits = (z @ w_q) @ (z @ w_k).transpose(-1, -2) / math.sqrt(self.k)
+        if self.logit_cap is None:
+            return logits
+        # centred first: the scores share a large common part (every state carries h's mean direction), which
+        # softmax ignores but which would saturate the tanh and stall the scores' gradient
+        live = torch.ones_like(logits) if muted is None else (~muted).to(logits.dtype).expand_as(logits)
+        centre = (logits * live).sum(-1, keepdim=True) / live.sum(-1, keepdim=True).clamp(min=1)
+        return self.logit_cap * torch.tanh((logits - centre) / self.logit_cap)
+
     def forward(self, z: torch.Tensor, deltas: torch.Tensor, bias: torch.Tensor,
                 route: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """z: (B, S, N, d) pathway states; deltas: z - h; bias: preference beta, (N,) or one row per
@@ -152,19 +169,11 @@ class Negotiation(nn.Module):
         route (training only, (B,) objective index or -1): rows >= 0 mix that objective's value alone
         (teacher-forced routing) while alpha still reports the negotiation's own weights.
         Returns (Delta (B, S, d), alpha (B, S, N))."""
-        if self.axis is not None:
-            z = z + self.axis
-        w_q, w_k, w_v = self.qkv.split(self.k, dim=-1)
-        q, k, v = z @ w_q, z @ w_k, deltas @ w_v  # each (B, S, N, k)
         if bias.dim() == 2:  # one preference per sequence: broadcast over positions and queries
             bias = bias[:, None, None, :]
         muted = torch.isneginf(bias)
-        logits = q @ k.transpose(-1, -2) / math.sqrt(self.k)
-        if self.logit_cap is not None:
-            # centred first: the scores share a large common part (every state carries h's mean direction), which
-            # softmax ignores but which would saturate the tanh and stall the scores' gradient
-            logits = logits - logits.mean(-1, keepdim=True)
-            logits = self.logit_cap * torch.tanh(logits / self.logit_cap)
+        logits = self.scores(z, muted)
+        v = deltas @ self.qkv[:, 2 * self.k:]  # (B, S, N, k)
         logits = logits + bias.masked_fill(torch.isposinf(bias), 0.0)
         forced = torch.isposinf(bias)
         if forced.any():  # beta = +inf: attention only to the forced keys (uniform among them if several)

@@ -4,8 +4,9 @@ position of the validation prompts (scripts/validate_alignment.py's groups, neve
     .venv/bin/python scripts/negotiation_scores.py -c configs/quick.yaml --circuit runs/quick/circuit [--json F]
 
 Per prompt group it prints, for one objective (--objective, default harmless) at the first site:
-- gap: that objective's score minus the best other objective's score, averaged over the N queries (median and
-  10th / 90th percentiles over the prompts); a preference beta moves alpha only when it is comparable to it;
+- gap: that objective's score minus the best other objective's score (after the logit cap, if the circuit has
+  one), averaged over the N queries (median and 10th / 90th percentiles over the prompts); a preference beta moves
+  alpha only when it is comparable to it;
 - alpha: the objective's mean alpha at beta = -4, 0, +4 (the --betas);
 - update_norm: the length of the update Delta each objective would make with all the say (beta = +inf), and of
   the hidden state h it is added to.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 
@@ -45,20 +45,14 @@ def group_scores(model, attachment, prompt_ids: list[list[int]], objective: str,
         h = record[key][:, -1:].to(neg.qkv.dtype)  # (1, 1, d): the state entering the circuit at the decision position
         deltas = site.pathways.deltas(h)  # (1, 1, N, d)
         states = h.unsqueeze(-2) + deltas  # the pathway states z_i
-        z = states + (neg.axis if neg.axis is not None else 0.0)
-        w_q, w_k, w_v = neg.qkv.split(neg.k, dim=-1)
-        scores = (z @ w_q) @ (z @ w_k).transpose(-1, -2) / math.sqrt(neg.k)  # (1, 1, N, N) before any cap
-        if neg.logit_cap is not None:
-            scores = scores - scores.mean(-1, keepdim=True)
-            scores = neg.logit_cap * torch.tanh(scores / neg.logit_cap)
-        scores = scores[0, 0]
+        scores = neg.scores(states)[0, 0]  # (N, N): as the circuit scores them before beta (capped, if it is)
         others = torch.cat([scores[:, :j], scores[:, j + 1:]], dim=1).max(dim=1).values
         gaps.append((scores[:, j] - others).mean().item())
         for beta in betas:
             bias = torch.zeros(n, device=h.device)
             bias[j] = beta
             alphas[beta].append(neg(states, deltas, bias)[1][0, 0, j].item())
-        values = deltas @ w_v  # (1, 1, N, k)
+        values = deltas @ neg.qkv[:, 2 * neg.k:]  # (1, 1, N, k): the values W_v (z_i - h)
         norms.append([(values[0, 0, i].repeat(n) @ neg.out).norm().item() for i in range(n)])
         h_norms.append(h.norm().item())
     g = torch.tensor(gaps)

@@ -33,8 +33,9 @@ def test_alpha_is_a_distribution_over_objectives():
     assert torch.allclose(alpha.sum(-1), torch.ones(2, 5), atol=1e-6)
 
 
-def test_muting_zeroes_weight_and_removes_contribution():
-    cfg = CircuitConfig(head_dim=8, rank=4)
+@pytest.mark.parametrize("cap", [None, 2.0])
+def test_muting_zeroes_weight_and_removes_contribution(cap):
+    cfg = CircuitConfig(head_dim=8, rank=4, logit_cap=cap)
     circuit = Circuit(cfg, 16, [0])
     perturb(circuit)
     site = circuit.sites["0"]
@@ -46,6 +47,9 @@ def test_muting_zeroes_weight_and_removes_contribution():
     # Changing the muted pathway's weights must not change the output at all.
     with torch.no_grad():
         site.pathways.up[1].add_(1.0)
+    assert torch.allclose(site(h).hidden, out.hidden)
+    # The same with the mute given per sequence (one preference row each).
+    circuit.set_preference([{"harmless": float("-inf")}] * 2)
     assert torch.allclose(site(h).hidden, out.hidden)
     circuit.set_preference()
     assert not torch.allclose(site(h).hidden, out.hidden)
@@ -106,7 +110,8 @@ def test_full_rank_option_has_d_by_d_maps():
 
 
 @pytest.mark.parametrize("bad", [dict(variant="fancy"), dict(site="mlp"), dict(rank=0), dict(objectives=["a", "a"]),
-                                 dict(activation="tanhh"), dict(logit_cap=0.0), dict(logit_cap=-2.0)])
+                                 dict(activation="tanhh"), dict(logit_cap=0.0), dict(logit_cap=-2.0),
+                                 dict(logit_cap=float("inf"))])
 def test_config_errors_name_the_option(bad):
     with pytest.raises(ValueError, match=f"circuit.{next(iter(bad))}"):
         CircuitConfig(**bad)
@@ -163,7 +168,8 @@ def test_logit_cap_bounds_the_scores_so_beta_can_move_alpha():
     site.bias = torch.zeros(3)
     bound = math.exp(cap) / (math.exp(cap) + 2 * math.exp(-cap))
     assert site(h).alpha.max() <= bound + 1e-6
-    # A preference larger than 2c gives that objective more than half of every query's say.
+    # Capped scores differ by at most 2c, so a preference above 2c + ln(N - 1) gives that objective more than half
+    # of every query's say (here 2c + 1 > 2c + ln 2).
     site.bias = torch.tensor([0.0, 2 * cap + 1.0, 0.0])
     assert (site(h).alpha[..., 1] > 0.5).all()
 
