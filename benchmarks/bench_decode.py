@@ -1,7 +1,7 @@
 """Greedy decode tokens/s of SmolLM2 on CPU: base vs the attached (non-trivial) default circuit.
 
 Both are measured side by side in one process, alternating rounds so machine noise hits both alike.
-Usage: python benchmarks/bench_decode.py [--rounds 5] [--new-tokens 64] [--threads 2]
+Usage: python benchmarks/bench_decode.py [--rounds 5] [--new-tokens 64] [--threads 2] [--logit-cap C]
 """
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--logit-cap", type=float, default=None, help="circuit.logit_cap (the quick recipe uses 4)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tokenizer = load_backbone(name_or_path="smollm2", device="cpu", dtype="float32")
     ids = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
                                         return_tensors="pt", return_dict=True)["input_ids"]
-    a = attach(model, CircuitConfig())
+    a = attach(model, CircuitConfig(logit_cap=args.logit_cap))
     with torch.no_grad():  # a non-trivial circuit: zero-initialised outputs get random values
         for p in a.circuit.parameters():
             p.add_(torch.randn_like(p) * 0.02 / math.sqrt(p.shape[-1]))
@@ -51,7 +52,8 @@ def main() -> None:
         circuit.append(decode(model, ids, args.new_tokens))
         a.detach()
     b, c = statistics.median(base), statistics.median(circuit)
-    print(f"prompt tokens {ids.shape[1]}, new tokens {args.new_tokens}, rounds {args.rounds}, threads {args.threads}")
+    print(f"prompt tokens {ids.shape[1]}, new tokens {args.new_tokens}, rounds {args.rounds}, threads {args.threads}, "
+          f"logit cap {args.logit_cap}")
     print(f"base     greedy decode: {b:7.1f} tokens/s (median; all: {', '.join(f'{x:.1f}' for x in base)})")
     print(f"negotiax greedy decode: {c:7.1f} tokens/s (median; all: {', '.join(f'{x:.1f}' for x in circuit)})")
     print(f"ratio negotiax/base: {c / b:.3f} (target >= 0.95)")

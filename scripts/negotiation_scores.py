@@ -21,51 +21,39 @@ from pathlib import Path
 
 import torch
 
-from negotiax.attach import capture, site_modules
+from negotiax.attach import preference
 from negotiax.backbone import load_backbone
-from negotiax.data import default_data_dir
+from negotiax.data import Collator, default_data_dir
 from negotiax.data.formatting import encode_prompt
 from negotiax.recipe import load_recipe
 from negotiax.saving import load_circuit
+from negotiax.train.route_fit import decision_states
 from validate_alignment import validation_prompts
 
 
 @torch.inference_mode()
-def group_scores(model, attachment, prompt_ids: list[list[int]], objective: str, betas: list[float]) -> dict:
+def group_scores(model, attachment, prompt_ids: list[list[int]], objective: str, betas: list[float],
+                 collate) -> dict:
+    """The measures above for one group of tokenised prompts, at the circuit's first site."""
     circuit = attachment.circuit
-    modules = site_modules(model, circuit)
-    key = min(modules, key=int)
-    site = circuit.sites[key]
-    neg, j, n = site.negotiation, circuit.index(objective), circuit.cfg.n_objectives
-    gaps, alphas, norms, h_norms = [], {b: [] for b in betas}, [], []
-    device = next(model.parameters()).device
-    for ids in prompt_ids:
-        with capture(modules, prepend=True, stop_at=key) as record:
-            model(input_ids=torch.tensor([ids], device=device), use_cache=False)
-        h = record[key][:, -1:].to(neg.qkv.dtype)  # (1, 1, d): the state entering the circuit at the decision position
-        deltas = site.pathways.deltas(h)  # (1, 1, N, d)
-        states = h.unsqueeze(-2) + deltas  # the pathway states z_i
-        scores = neg.scores(states)[0, 0]  # (N, N): as the circuit scores them before beta (capped, if it is)
-        others = torch.cat([scores[:, :j], scores[:, j + 1:]], dim=1).max(dim=1).values
-        gaps.append((scores[:, j] - others).mean().item())
-        for beta in betas:
-            bias = torch.zeros(n, device=h.device)
-            bias[j] = beta
-            alphas[beta].append(neg(states, deltas, bias)[1][0, 0, j].item())
-        values = deltas @ neg.qkv[:, 2 * neg.k:]  # (1, 1, N, k): the values W_v (z_i - h)
-        norms.append([(values[0, 0, i].repeat(n) @ neg.out).norm().item() for i in range(n)])
-        h_norms.append(h.norm().item())
-    g = torch.tensor(gaps)
-
-    def mean(xs: list[float], digits: int = 3) -> float:
-        return round(sum(xs) / len(xs), digits)
-
+    key = min(circuit.sites, key=int)
+    site, j = circuit.sites[key], circuit.index(objective)
+    h = decision_states(model, attachment, prompt_ids, collate)[key][:, None].to(site.bias.device)  # (n, 1, d)
+    scores = site.negotiation.scores(h.unsqueeze(-2) + site.pathways.deltas(h))[:, 0]  # (n, N, N), before beta
+    others = torch.cat([scores[..., :j], scores[..., j + 1:]], dim=-1).max(dim=-1).values
+    gaps = (scores[..., j] - others).mean(dim=-1)  # (n,): averaged over the queries
+    alpha = {}
+    for beta in betas:
+        with preference(circuit, {objective: beta}):
+            alpha[f"{beta:+g}"] = round(site(h).alpha[:, 0, j].mean().item(), 3)
+    update_norm = {}
+    for name in circuit.objectives:
+        with preference(circuit, {name: float("inf")}):  # all the say: exactly that objective's update
+            update_norm[name] = round((site(h).hidden - h).norm(dim=-1).mean().item(), 1)
     return {"n": len(prompt_ids),
-            "gap": {"median": round(g.median().item(), 2), "q10": round(g.quantile(0.1).item(), 2),
-                    "q90": round(g.quantile(0.9).item(), 2)},
-            "alpha": {f"{b:+g}": mean(a) for b, a in alphas.items()},
-            "update_norm": {o: mean([r[i] for r in norms], 1) for i, o in enumerate(circuit.objectives)},
-            "h_norm": mean(h_norms, 1)}
+            "gap": {"median": round(gaps.median().item(), 2), "q10": round(gaps.quantile(0.1).item(), 2),
+                    "q90": round(gaps.quantile(0.9).item(), 2)},
+            "alpha": alpha, "update_norm": update_norm, "h_norm": round(h.norm(dim=-1).mean().item(), 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,13 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--objective {args.objective}: the circuit's objectives are {attachment.circuit.objectives}")
     if attachment.circuit.sites[min(attachment.circuit.sites, key=int)].negotiation is None:
         p.error(f"--circuit {args.circuit}: a {attachment.circuit.cfg.variant} circuit has no negotiation to score")
-    model.eval()
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
+    collate = Collator(tokenizer, padding_side="right")
     result = {"config": args.config, "circuit": args.circuit, "objective": args.objective,
-              "logit_cap": attachment.circuit.cfg.logit_cap,
-              "groups": {g: group_scores(model, attachment, [encode_prompt(tokenizer, q, template=recipe.data.template)
-                                                              for q in prompts], args.objective, args.betas)
-                         for g, prompts in groups.items()}}
+              "logit_cap": attachment.circuit.cfg.logit_cap, "groups": {}}
+    for group, prompts in groups.items():
+        ids = [encode_prompt(tokenizer, q, template=recipe.data.template) for q in prompts]
+        result["groups"][group] = group_scores(model, attachment, ids, args.objective, args.betas, collate)
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

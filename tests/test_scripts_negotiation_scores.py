@@ -1,4 +1,5 @@
-"""scripts/negotiation_scores.py: its alpha and update lengths agree with what the attached circuit does."""
+"""scripts/negotiation_scores.py: its gaps, alpha and update lengths agree with what the attached circuit does
+on each prompt alone (the script reads padded batches) and with the scores written out by hand."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_model
+from conftest import smol_vocab_llama
 from negotiax.attach import attach, capture, site_modules
 from negotiax.circuit import CircuitConfig
+from negotiax.data import Collator
+from negotiax.data.formatting import encode_prompt
 from test_circuit import perturb
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -30,7 +33,7 @@ def script():
 
 
 def before_norms(model, a, prompts) -> list[float]:
-    """The length of the state entering the site at each prompt's last token."""
+    """The length of the state entering the site at each prompt's last token, one unpadded prompt at a time."""
     norms = []
     for ids in prompts:
         with capture(site_modules(model, a.circuit), prepend=True) as before:
@@ -40,13 +43,16 @@ def before_norms(model, a, prompts) -> list[float]:
 
 
 @pytest.mark.parametrize("cap", [None, 1.0])
-def test_alpha_and_update_lengths_match_the_attached_circuit(script, cap):
-    model = tiny_model("llama")
-    prompts = [[5, 9, 13, 2, 7], [3, 3, 8], [11, 4, 6, 1, 1, 9, 2]]
+def test_alpha_and_update_lengths_match_the_attached_circuit(script, smol_tokenizer, cap):
+    model = smol_vocab_llama(smol_tokenizer, seed=0)
+    texts = ["Hi", "How do I bake bread at home with a very old oven?", "Name a colour."]
+    prompts = [encode_prompt(smol_tokenizer, t) for t in texts]  # of different lengths: the script pads them
     with attach(model, CircuitConfig(head_dim=8, rank=4, logit_cap=cap)) as a:
-        perturb(a.circuit, scale=4.0)
         layer = a.circuit.layers[0]
-        out = script.group_scores(model, a, prompts, "harmless", [-4.0, 0.0, 4.0])
+        with torch.no_grad():  # a random model's attention output is tiny: scale it up to the size of the updates
+            model.model.layers[layer].self_attn.o_proj.weight.mul_(100.0)  # |h| about 2.5
+        perturb(a.circuit, scale=2.0)  # updates of length 13-66; uncapped scores 20 apart
+        out = script.group_scores(model, a, prompts, "harmless", [-4.0, 0.0, 4.0], Collator(smol_tokenizer))
         j = a.circuit.index("harmless")
         for beta, key in ((-4.0, "-4"), (0.0, "+0"), (4.0, "+4")):
             a.circuit.set_preference({"harmless": beta})
@@ -67,9 +73,9 @@ def test_alpha_and_update_lengths_match_the_attached_circuit(script, cap):
                     model(input_ids=torch.tensor([ids]))
                 h = before[str(layer)][0, -1]
                 lengths.append((a.record[layer].hidden[0, -1] - h).norm().item())
-            assert out["update_norm"][objective] == pytest.approx(sum(lengths) / len(lengths), abs=0.06)
+            assert out["update_norm"][objective] == pytest.approx(sum(lengths) / len(lengths), abs=0.051)  # 1 decimal
         a.circuit.set_preference({})
-        assert out["h_norm"] == pytest.approx(sum(before_norms(model, a, prompts)) / 3, abs=0.06)
+        assert out["h_norm"] == pytest.approx(sum(before_norms(model, a, prompts)) / 3, abs=0.051)
         assert out["n"] == 3
         # The gap, written out by hand: scores q.k / sqrt(k) of the states h + (z_i - h) + axis, centred and capped.
         neg, k = a.circuit.sites[str(layer)].negotiation, a.circuit.sites[str(layer)].negotiation.k
