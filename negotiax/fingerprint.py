@@ -42,10 +42,10 @@ OFF_BY_DEFAULT = {
     "circuit.logit_cap": None,  # the negotiation's logits uncapped, as before
     # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
     "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
-    "data.benign.response": None,
+    "data.benign.response": None, "data.benign.categories": None,
 }
 # The same for fields added later to the data sources listed under data.train / data.test (lists of mappings).
-SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None, "response": None}
+SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None, "response": None, "categories": None}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
               "nothing is deleted), or choose another output_dir")
 

@@ -193,6 +193,45 @@ def test_prompt_match_keeps_the_matching_prompts_before_offset_and_limit(data_di
     assert counts["prompt_not_matching_dropped"] == 2000 - len(asked)
 
 
+def test_categories_split_alpaca_eval_into_a_training_part_and_a_test_part(data_dir):
+    path = "alpaca_eval/text_davinci_003_model_outputs.json"
+    raw = json.loads((data_dir / path).read_text())
+    rest = ["helpful_base", "oasst", "selfinstruct", "vicuna"]
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["helpful"], test_limit={"helpful": 100},
+                     train={"helpful": [{"path": path, "format": "alpaca_eval", "categories": ["koala"]}]},
+                     test={"helpful": {"path": path, "format": "alpaca_eval", "categories": rest}})
+    tests = load_test_sets(cfg)
+    # by hand: the test prompts are still the file's first 100 rows (all helpful_base), in order
+    assert [ex.prompt for ex in tests["helpful"]] == [r["instruction"].strip() for r in raw[:100]]
+    train = load_train_sets(cfg)
+    koala = [r for r in raw if r["dataset"] == "koala"]
+    assert len(koala) == 156 and sum(not r["output"].strip() for r in koala) == 1
+    # every koala row with a reference output, which is the answer learnt (the parser strips the ends of texts);
+    # none is blocked as a test prompt
+    assert [(ex.prompt, ex.response) for ex in train["helpful"]] == [
+        (r["instruction"].strip(), r["output"].strip()) for r in koala if r["output"].strip()]
+    counts = train.stats["helpful"]["files"][f"{path} (categories koala)"]
+    assert counts["other_categories_dropped"] == 805 - 156 and counts["empty_reference_dropped"] == 1
+    assert counts["test_overlap_dropped"] == 0
+    # without the test source's categories the whole file is a test set, so nothing of it may train
+    whole = DataConfig(data_dir=str(data_dir), objectives=["helpful"],
+                       train={"helpful": [{"path": path, "format": "alpaca_eval", "categories": ["koala"]},
+                                          {"path": "alpaca/alpaca_small_2000.json", "format": "alpaca"}]})
+    sets = load_train_sets(whole)
+    assert sets.stats["helpful"]["files"][f"{path} (categories koala)"]["test_overlap_dropped"] == 155
+    assert not any(ex.prompt in {r["instruction"].strip() for r in koala} for ex in sets["helpful"])
+
+
+def test_an_unknown_category_names_the_file_and_the_categories_it_has(data_dir):
+    path = "alpaca_eval/text_davinci_003_model_outputs.json"
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["helpful"],
+                     train={"helpful": [{"path": path, "format": "alpaca_eval", "categories": ["kaola"]}]})
+    with pytest.raises(ValueError, match=r"alpaca_eval/.*categories kaola.*\['kaola'\] match no row.*'koala'"):
+        load_train_sets(cfg)
+    with pytest.raises(ValueError, match=r"categories=\[\]; a list of category names"):
+        DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": path, "categories": []}]})
+
+
 def test_a_written_response_replaces_every_answer_and_keeps_one_row_per_prompt(data_dir, test_sets):
     pku = "beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"
     answer = "I'm sorry, but I can't help with that."

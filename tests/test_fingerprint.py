@@ -72,13 +72,16 @@ def test_tensors_checksum_sees_one_changed_element():
 def test_data_source_fields_added_later_leave_an_old_record_matching_at_their_defaults():
     old = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None}]}, "benign": {"path": "b.json"}}}
     new = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None, "offset": 0, "route": None,
-                                            "prompt_match": None}]},
-                    "benign": {"path": "b.json", "offset": 0, "route": None, "prompt_match": None}}}
+                                            "prompt_match": None, "categories": None}]},
+                    "benign": {"path": "b.json", "offset": 0, "route": None, "prompt_match": None,
+                               "categories": None}}}
     assert fp.fingerprint(fp.settings(new)) == fp.fingerprint(fp.settings(old))
     routed = {"data": {"train": {"harmless": [{"path": "a.json", "limit": None, "offset": 5, "route": "helpful"}]}}}
     assert fp.settings(routed)["data.train.harmless"] == [{"path": "a.json", "limit": None, "offset": 5,
                                                         "route": "helpful"}]
     asked = {"data": {"train": {"helpful": [{"path": "a.json", "prompt_match": "[?]$"}]}}}
     assert fp.settings(asked)["data.train.helpful"] == [{"path": "a.json", "prompt_match": "[?]$"}]
+    koala = {"data": {"train": {"helpful": [{"path": "a.json", "categories": ["koala"]}]}}}
+    assert fp.settings(koala)["data.train.helpful"] == [{"path": "a.json", "categories": ["koala"]}]
     other = {"eval": {"parts": [{"offset": 0, "route": None}]}}  # not a data source list: kept whole
     assert fp.settings(other)["eval.parts"] == [{"offset": 0, "route": None}]

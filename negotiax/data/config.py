@@ -25,6 +25,9 @@ class Source:
     `offset` skips the first N rows and `limit` keeps the next N (after the filters). `response` puts one
     written answer in place of every row's own (e.g. a plain refusal for harmful questions whose own answers
     comply); rows that then repeat a prompt are kept once.
+    `categories` keeps only the rows whose category is one of those listed, for training and test sources alike:
+    for AlpacaEval that is its `dataset` field (helpful_base, koala, oasst, selfinstruct, vicuna), so one part of
+    the file can train while the rest is the test set (a test source's rows are all kept out of training).
     A `route_only` source's rows supervise the negotiation's routing alone: which objective should have the
     say on such prompts, without learning their answers (e.g. harmful questions whose answers comply).
     A `route` source's rows are learnt by the objective they are listed under (its pathway, under teacher-forced
@@ -48,6 +51,7 @@ class Source:
     route: str | None = None  # training: the objective the routing loss sends its rows to (default: its own)
     prompt_match: str | None = None  # training: keep the rows whose stripped prompt this regex matches (re.search)
     response: str | None = None  # training: this answer in place of every row's own
+    categories: list[str] | None = None  # keep the rows whose category is one of these (train and test)
 
     def __post_init__(self):
         if self.response_filter not in (None, "refusal"):
@@ -68,6 +72,14 @@ class Source:
         if self.response is not None and (not isinstance(self.response, str) or not self.response.strip()):
             raise ValueError(f"data source {self.path or self.hub}: response={self.response!r}; a non-empty answer "
                              "text or null")
+        if self.categories is not None:
+            if isinstance(self.categories, str):
+                self.categories = [self.categories]
+            if (not isinstance(self.categories, (list, tuple)) or not self.categories
+                    or not all(isinstance(c, str) and c.strip() for c in self.categories)):
+                raise ValueError(f"data source {self.path or self.hub}: categories={self.categories!r}; a list of "
+                                 "category names (e.g. [koala] for AlpacaEval's koala part) or null")
+            self.categories = list(self.categories)
         if not self.path and not self.hub:
             raise ValueError("data source: give a path (file or hub id) or a hub id")
         for name in ("format", "hub_format"):
@@ -86,7 +98,8 @@ class Source:
         tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only),
                                 (f"prompts matching {self.prompt_match}", self.prompt_match is not None),
                                 ("written answer", self.response is not None),
-                                (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route))
+                                (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route),
+                                (f"categories {', '.join(self.categories or [])}", self.categories is not None))
                 if on]
         return f"{base} ({', '.join(tags)})" if tags else base
 

@@ -32,6 +32,16 @@ def _read(source: Source, objective: str, cfg: DataConfig, file_stats: dict) -> 
         return None
     if source.part:
         examples = split_questions(examples, source.part)
+    if source.categories is not None:
+        found = {ex.category for ex in examples}
+        unknown = [c for c in source.categories if c not in found]
+        if unknown:
+            raise ValueError(f"data source {source.name}: categories {unknown} match no row; its rows' categories "
+                             f"are {sorted(str(c) for c in found)}")
+        wanted = set(source.categories)
+        kept = [ex for ex in examples if ex.category in wanted]
+        counts["other_categories_dropped"] = len(examples) - len(kept)
+        examples = kept
     file_stats[source.name] = counts
     return examples
 
@@ -76,11 +86,17 @@ def load_test_sets(cfg: DataConfig, limit: bool = True) -> DataSets:
 
 
 def _training_examples(examples: list[Example], where: str, counts: dict) -> list[Example]:
-    """Questions become one example per correct answer; unsafe responses are dropped and counted."""
+    """Questions become one example per correct answer; a reference output (AlpacaEval's) is the answer learnt;
+    unsafe responses and empty references are dropped and counted."""
     if examples and all(ex.response is None and ex.correct_answers for ex in examples):
         examples = answer_examples(examples)
     out = []
     for ex in examples:
+        if ex.response is None and ex.reference is not None:
+            if not ex.reference.strip():
+                counts["empty_reference_dropped"] = counts.get("empty_reference_dropped", 0) + 1
+                continue
+            ex = dataclasses.replace(ex, response=ex.reference)
         if ex.response is None:
             raise ValueError(f"{where}: example {ex.id} has no response to train on; this file holds "
                              f"prompts only (a test set?) - use it under data.test instead")
