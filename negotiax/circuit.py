@@ -171,11 +171,9 @@ class Negotiation(nn.Module):
         Returns (Delta (B, S, d), alpha (B, S, N))."""
         if bias.dim() == 2:  # one preference per sequence: broadcast over positions and queries
             bias = bias[:, None, None, :]
-        muted = torch.isneginf(bias)
-        logits = self.scores(z, muted)
+        muted, forced = torch.isneginf(bias), torch.isposinf(bias)
+        logits = self.scores(z, muted) + bias.masked_fill(forced, 0.0)
         v = deltas @ self.qkv[:, 2 * self.k:]  # (B, S, N, k)
-        logits = logits + bias.masked_fill(torch.isposinf(bias), 0.0)
-        forced = torch.isposinf(bias)
         if forced.any():  # beta = +inf: attention only to the forced keys (uniform among them if several)
             rows = forced.expand_as(logits).any(-1, keepdim=True)
             logits = torch.where(rows & ~forced, torch.full_like(logits, float("-inf")), logits)
@@ -184,8 +182,8 @@ class Negotiation(nn.Module):
         attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all muted -> zeros, not NaN
         mix = attn
         if route is not None:
-            forced = F.one_hot(route.clamp(min=0), attn.shape[-1]).to(attn.dtype)[:, None, None, :]
-            mix = torch.where((route >= 0)[:, None, None, None], forced.expand_as(attn), attn)
+            teacher = F.one_hot(route.clamp(min=0), attn.shape[-1]).to(attn.dtype)[:, None, None, :]
+            mix = torch.where((route >= 0)[:, None, None, None], teacher.expand_as(attn), attn)
         mixed = mix @ v  # (B, S, N, k)
         # A muted objective also loses its query row: its pathway contributes nothing at all.
         keep = (~muted).to(attn.dtype)

@@ -31,12 +31,17 @@ from negotiax.train.route_fit import decision_states
 from validate_alignment import validation_prompts
 
 
+def first_site(circuit) -> str:
+    """The key of the circuit's lowest site, the one measured."""
+    return min(circuit.sites, key=int)
+
+
 @torch.inference_mode()
 def group_scores(model, attachment, prompt_ids: list[list[int]], objective: str, betas: list[float],
                  collate) -> dict:
     """The measures above for one group of tokenised prompts, at the circuit's first site."""
     circuit = attachment.circuit
-    key = min(circuit.sites, key=int)
+    key = first_site(circuit)
     site, j = circuit.sites[key], circuit.index(objective)
     h = decision_states(model, attachment, prompt_ids, collate)[key][:, None].to(site.bias.device)  # (n, 1, d)
     scores = site.negotiation.scores(h.unsqueeze(-2) + site.pathways.deltas(h))[:, 0]  # (n, N, N), before beta
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     attachment = load_circuit(Path(args.circuit), model)
     if args.objective not in attachment.circuit.objectives:
         p.error(f"--objective {args.objective}: the circuit's objectives are {attachment.circuit.objectives}")
-    if attachment.circuit.sites[min(attachment.circuit.sites, key=int)].negotiation is None:
+    if attachment.circuit.sites[first_site(attachment.circuit)].negotiation is None:
         p.error(f"--circuit {args.circuit}: a {attachment.circuit.cfg.variant} circuit has no negotiation to score")
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
     collate = Collator(tokenizer, padding_side="right")
