@@ -158,6 +158,45 @@ def test_the_train_module_passes_route_rows_to_the_routing_term_and_forces_the_b
     assert not torch.allclose(plain["route"], routed["route"])
 
 
+def test_route_forcing_per_objective_forces_only_the_named_objectives_batches():
+    from negotiax.attach import preference
+    from negotiax.train.config import TrainConfig
+    from negotiax.train.module import CircuitTrainModule
+
+    torch.manual_seed(0)
+    model = tiny_model("llama")
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    site = next(iter(attachment.circuit.sites.values()))
+    with torch.no_grad():  # pathways and negotiation away from init, so forcing changes the output
+        site.pathways.up.normal_()
+        site.negotiation.out.normal_()
+    assert list(attachment.circuit.objectives) == ["helpful", "harmless", "honest"]
+    cfg = TrainConfig(lambda_route=0.0, lambda_ref=0.0, lambda_orth=0.0,
+                      route_forcing={"helpful": 0, "harmless": 1})
+    module = CircuitTrainModule(model, attachment, cfg)
+    module.train()
+    ids = torch.randint(0, 128, (2, 8))
+    labels = labels_with_prompt(ids, prompt=3)
+    mask = torch.ones_like(ids)
+
+    def reference_ce(beta):  # the same forward under an inference-time preference, CE by hand
+        with preference(attachment.circuit, beta):
+            logits = model(input_ids=ids).logits
+        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+                               ignore_index=-100)
+
+    # harmless (share 1): every row mixes the harmless update alone, which is what beta_harmless = +inf gives
+    assert torch.allclose(module(ids, mask, labels, 1)["ce"], reference_ce({"harmless": float("inf")}), atol=1e-6)
+    # helpful (share 0) and honest (not named: 0): the negotiation's own alpha
+    for objective in (0, 2):
+        assert torch.allclose(module(ids, mask, labels, objective)["ce"], reference_ce(None), atol=1e-6)
+    assert not torch.allclose(reference_ce(None), reference_ce({"harmless": float("inf")}))
+    with pytest.raises(ValueError, match=r"route_forcing: unknown objective\(s\) \['harmles'\]"):
+        CircuitTrainModule(model, attachment, TrainConfig(route_forcing={"harmles": 1}))
+    with pytest.raises(ValueError, match=r"train.route_forcing.helpful=1.5: a share between 0 and 1"):
+        TrainConfig(route_forcing={"helpful": 1.5})
+
+
 def test_routing_loss_trains_the_negotiation_and_drift_trains_the_pathways():
     torch.manual_seed(0)
     model = tiny_model("llama")

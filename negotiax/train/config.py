@@ -8,7 +8,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 DRIFT_TOKENS = ("response", "all")
 REPORTERS = ("tensorboard", "wandb")
 FLOATS = ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "lambda_route", "lambda_ref", "lambda_orth",
-          "lora_dropout", "route_forcing", "route_fit_lr", "route_decision_share")
+          "lora_dropout", "route_fit_lr", "route_decision_share")
 ROUTE_LOSSES = ("mean_alpha", "per_token")
 
 
@@ -56,8 +56,10 @@ class TrainConfig:
     lambda_orth: float = 1e-3
     # Teacher-forced routing: this share of each batch's sequences mixes only its objective's pathway
     # update, so each pathway learns its own objective; the negotiation learns to route from the routing
-    # loss (its alpha is never forced). 0 trains through the negotiation's own mixing only.
-    route_forcing: float = 0.0
+    # loss (its alpha is never forced). 0 trains through the negotiation's own mixing only. A mapping
+    # objective -> share sets it per objective (objectives not named: 0): e.g. {helpful: 0, harmless: 1} trains the
+    # benign rows through the negotiation's own alpha, so a pathway that pushes on them pays in their answers.
+    route_forcing: float | dict = 0.0
     route_loss: str = "mean_alpha"  # mean_alpha: CE(alpha averaged over positions); per_token: mean of CE(alpha_t)
     # per_token only: this share of the routing loss is taken at the decision position (the last prompt token),
     # the rest over every position that predicts an answer token (0: all positions alike)
@@ -120,8 +122,7 @@ class TrainConfig:
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         _choice("drift_tokens", self.drift_tokens, DRIFT_TOKENS)
         _choice("route_loss", self.route_loss, ROUTE_LOSSES)
-        if not 0 <= self.route_forcing <= 1:
-            raise ValueError(f"train.route_forcing={self.route_forcing}: a share between 0 and 1")
+        self.route_forcing = _shares("route_forcing", self.route_forcing)
         if not 0 <= self.route_decision_share <= 1:
             raise ValueError(f"train.route_decision_share={self.route_decision_share}: a share between 0 and 1")
         if self.route_decision_share and self.route_loss != "per_token":
@@ -137,6 +138,21 @@ class TrainConfig:
             self.report_to = [self.report_to]
         for name in self.report_to:
             _choice("report_to", name, REPORTERS)
+
+
+def _shares(name: str, value):
+    """A share between 0 and 1, or a mapping objective -> such a share (YAML may give numbers as strings)."""
+    def one(key: str, v) -> float:
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"train.{key}={v!r}: expected a number between 0 and 1") from None
+        if not 0 <= v <= 1:
+            raise ValueError(f"train.{key}={v}: a share between 0 and 1")
+        return v
+    if isinstance(value, dict):
+        return {str(k): one(f"{name}.{k}", v) for k, v in value.items()}
+    return one(name, value)
 
 
 def _positive(name: str, value: int) -> None:

@@ -27,6 +27,7 @@ class CircuitTrainModule(nn.Module):
         self.attachment = attachment
         self.cfg = cfg
         self.routing = self.circuit is not None and self.circuit.cfg.supervises_routing
+        self.forcing = self._forcing_shares(cfg.route_forcing)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 objective: int, ce_rows: torch.Tensor | None = None,
@@ -51,7 +52,7 @@ class CircuitTrainModule(nn.Module):
         """train.route_forcing: a random share of the rows (drawn from torch's RNG, so resume replays it)
         mixes objective o's pathway update alone; in training, for the full method only (the variants and
         ablations without objective supervision never see the objective)."""
-        share = self.cfg.route_forcing
+        share = self.forcing[objective] if self.forcing else 0.0
         if share <= 0 or not self.training or not self.routing:
             yield
             return
@@ -61,6 +62,19 @@ class CircuitTrainModule(nn.Module):
             yield
         finally:
             self.circuit.force_route(None)
+
+    def _forcing_shares(self, forcing: float | dict) -> list[float]:
+        """train.route_forcing as one share per objective index ([] without a circuit)."""
+        if self.circuit is None:
+            return []
+        names = list(self.circuit.objectives)
+        if not isinstance(forcing, dict):
+            return [float(forcing)] * len(names)
+        unknown = sorted(set(forcing) - set(names))
+        if unknown:
+            raise ValueError(f"train.route_forcing: unknown objective(s) {unknown}; the circuit's objectives are "
+                             f"{names}")
+        return [float(forcing.get(name, 0.0)) for name in names]
 
     @contextmanager
     def _only_pathway(self, objective: int):
