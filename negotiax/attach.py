@@ -181,7 +181,8 @@ class Attachment:
         if self.branches:
             n = self.circuit.cfg.n_objectives
             parts = [site(chunk, branch=j) for j, chunk in enumerate(x.chunk(n, dim=0))]
-            out = SiteOutput(torch.cat([p.hidden for p in parts]), None, torch.cat([p.drift for p in parts]))
+            out = SiteOutput(torch.cat([p.hidden for p in parts]), None, torch.cat([p.drift for p in parts]),
+                             torch.cat([p.sq_norms for p in parts]))
         else:
             out = site(x)
         self.record[layer] = out

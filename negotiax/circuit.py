@@ -92,6 +92,7 @@ class SiteOutput(NamedTuple):
     hidden: torch.Tensor  # h' (B, S, d)
     alpha: torch.Tensor | None  # negotiation weights (B, S, N); None without Module II
     drift: torch.Tensor  # mean_i ||z_i - h||^2 per token (B, S)
+    sq_norms: torch.Tensor | None = None  # ||z_i - h||^2 per token and objective (B, S, N)
 
 
 def rms_norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -213,17 +214,18 @@ class SiteCircuit(nn.Module):
 
     def forward(self, h: torch.Tensor, branch: int | None = None) -> SiteOutput:
         deltas = self.pathways.deltas(h)  # (B, S, N, d)
-        drift = deltas.pow(2).sum(-1).mean(-1)
+        sq_norms = deltas.pow(2).sum(-1)
+        drift = sq_norms.mean(-1)
         if branch is not None:  # branched variant: one objective's pathway state alone
-            return SiteOutput(h + deltas[..., branch, :], None, drift)
+            return SiteOutput(h + deltas[..., branch, :], None, drift, sq_norms)
         if self.negotiation is None:  # pathways: fixed uniform fusion over live objectives
             keep = (~torch.isneginf(self.bias)).to(h.dtype)
             if keep.dim() == 2:  # (B, N): one preference per sequence
                 keep = keep[:, None, :]
             fused = (deltas * keep[..., None]).sum(-2) / keep.sum(-1, keepdim=True).clamp(min=1)
-            return SiteOutput(h + fused, None, drift)
+            return SiteOutput(h + fused, None, drift, sq_norms)
         delta, alpha = self.negotiation(h.unsqueeze(-2) + deltas, deltas, self.bias, self.route)
-        return SiteOutput(h + delta, alpha, drift)
+        return SiteOutput(h + delta, alpha, drift, sq_norms)
 
 
 class Circuit(nn.Module):

@@ -40,6 +40,7 @@ OFF_BY_DEFAULT = {
     "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
     "circuit.logit_cap": None,  # the negotiation's logits uncapped, as before
+    "train.lambda_off": 0.0,  # no off-target penalty, as before
     # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
     "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
     "data.benign.response": None, "data.benign.categories": None,

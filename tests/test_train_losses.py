@@ -107,6 +107,43 @@ def test_pathway_drift_reads_masked_tokens_and_averages_sites():
     assert math.isclose(float(pathway_drift(record, mask)), (2.5 + 4.5) / 2)
 
 
+def test_off_target_averages_the_other_pathways_norms_over_masked_tokens_and_sites():
+    from negotiax.train.losses import off_target
+
+    # (B=1, S=3, N=3): objectives' squared update norms per token, at two sites
+    norms_a = torch.tensor([[[1.0, 10.0, 100.0], [2.0, 20.0, 200.0], [3.0, 30.0, 300.0]]])
+    norms_b = 2 * norms_a
+    record = {1: SiteOutput(None, None, norms_a.mean(-1), norms_a), 2: SiteOutput(None, None, norms_b.mean(-1), norms_b)}
+    labels = torch.tensor([[-100, 5, 6]])  # positions 0 and 1 predict answer tokens
+    mask = prediction_mask(labels)
+    # objective 1 (harmless): the others are 0 and 2; site a: ((1+100)/2 + (2+200)/2) / 2 = 75.75; site b twice
+    assert math.isclose(float(off_target(record, mask, 1)), (75.75 + 151.5) / 2)
+    # objective 0: site a ((10+100)/2 + (20+200)/2) / 2 = 82.5, site b twice that
+    assert math.isclose(float(off_target(record, mask, 0)), (82.5 + 165.0) / 2)
+    # in the loss, weighted, and only when asked for
+    model = tiny_model("llama")
+    attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
+    site = next(iter(attachment.circuit.sites.values()))
+    with torch.no_grad():
+        site.pathways.up.normal_()
+    seen = []
+    site.register_forward_pre_hook(lambda module, args: seen.append(args[0]))  # the state h the site reads
+    ids = torch.randint(0, 128, (2, 8))
+    labels = labels_with_prompt(ids, prompt=3)
+    logits = model(input_ids=ids).logits
+    out = attachment.record[next(iter(attachment.record))]
+    h, r = seen[0], site.pathways.r
+    x = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+    by_hand = torch.stack([(F.silu(x @ site.pathways.down[i * r:(i + 1) * r].t()) @ site.pathways.up[i].t())
+                           .pow(2).sum(-1) for i in range(3)], dim=-1)  # ||U_i silu(D_i norm(h))||^2
+    assert torch.allclose(out.sq_norms, by_hand, rtol=1e-4)
+    assert torch.allclose(out.drift, out.sq_norms.mean(-1))
+    kw = dict(lambda_route=0.0, lambda_ref=0.0, lambda_orth=0.0)
+    terms = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 2, lambda_off=0.5, **kw)
+    assert torch.allclose(terms["off"], 0.5 * off_target(attachment.record, prediction_mask(labels), 2))
+    assert "off" not in loss_terms(logits, labels, attachment.record, None, attachment.circuit, 2, **kw)
+
+
 def test_subspace_overlap_is_zero_for_orthogonal_subspaces_and_r_for_equal_ones():
     eye = torch.eye(6)
     apart = torch.stack([eye[0:2], eye[2:4], eye[4:6]])  # (N=3, r=2, d=6)

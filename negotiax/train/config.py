@@ -8,7 +8,7 @@ PRECISIONS = ("auto", "no", "bf16", "fp16")
 DRIFT_TOKENS = ("response", "all")
 REPORTERS = ("tensorboard", "wandb")
 FLOATS = ("lr", "weight_decay", "min_lr_ratio", "max_grad_norm", "lambda_route", "lambda_ref", "lambda_orth",
-          "lora_dropout", "route_fit_lr", "route_decision_share")
+          "lambda_off", "lora_dropout", "route_fit_lr", "route_decision_share")
 ROUTE_LOSSES = ("mean_alpha", "per_token")
 
 
@@ -54,6 +54,9 @@ class TrainConfig:
     lambda_route: float = 0.01
     lambda_ref: float = 1e-3
     lambda_orth: float = 1e-3
+    # Off-target penalty (0: off): on a batch of objective o, the other pathways' ||z_j - h||^2 at the positions
+    # that predict its answer, so each pathway learns to stay quiet on prompts that are not its own.
+    lambda_off: float = 0.0
     # Teacher-forced routing: this share of each batch's sequences mixes only its objective's pathway
     # update, so each pathway learns its own objective; the negotiation learns to route from the routing
     # loss (its alpha is never forced). 0 trains through the negotiation's own mixing only. A mapping
@@ -115,7 +118,7 @@ class TrainConfig:
         for name in ("warmup_steps", "save_every", "eval_holdout", "route_fit_prompts", "route_fit_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be 0 or more")
-        for name in ("lambda_route", "lambda_ref", "lambda_orth", "weight_decay", "lora_dropout"):
+        for name in ("lambda_route", "lambda_ref", "lambda_orth", "lambda_off", "weight_decay", "lora_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)}: must be 0 or more")
         _choice("schedule", self.schedule, SCHEDULES)

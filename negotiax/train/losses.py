@@ -1,7 +1,7 @@
 """The training loss of DESIGN.md section 3, one plain function per term.
 
 For a batch of objective o:
-    L = CE(response tokens) + l_route * CE(alpha_bar, o) + l_ref * drift + l_orth * overlap
+    L = CE(response tokens) + l_route * CE(alpha_bar, o) + l_ref * drift + l_orth * overlap [+ l_off * off-target]
 Every function takes tensors and returns a scalar tensor; `loss_terms` assembles the named, weighted terms.
 """
 from __future__ import annotations
@@ -105,6 +105,19 @@ def pathway_drift(record: dict[int, SiteOutput], mask: torch.Tensor) -> torch.Te
     return torch.stack(per_site).mean()
 
 
+def off_target(record: dict[int, SiteOutput], mask: torch.Tensor, objective: int) -> torch.Tensor:
+    """mean_{j != o} ||z_j - h||^2 over the masked tokens of a batch of objective o, averaged over the sites: how
+    far the other objectives' pathways move this objective's states. Penalised, it keeps each pathway quiet on
+    the prompts that are not its own (e.g. the harmless pathway on benign requests), so that a partial say
+    (alpha_j of 0.3) does not apply a large part of its update where it does not belong."""
+    weights = mask.float()
+    per_site = []
+    for out in record.values():
+        others = torch.cat([out.sq_norms[..., :objective], out.sq_norms[..., objective + 1:]], dim=-1).float()
+        per_site.append((others.mean(-1) * weights).sum() / weights.sum().clamp(min=1))
+    return torch.stack(per_site).mean()
+
+
 def subspace_overlap(directions: torch.Tensor) -> torch.Tensor:
     """sum_{i<j} ||D^_i D^_j^T||_F^2 with D^ the row-normalised read-out directions (N, r, d)."""
     unit = F.normalize(directions.float(), dim=-1)
@@ -126,11 +139,12 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
                lambda_ref: float, lambda_orth: float, drift_tokens: str = "response",
                attention_mask: torch.Tensor | None = None, route_per_token: bool = False,
                ce_rows: torch.Tensor | None = None, route_decision_share: float = 0.0,
-               route_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               route_rows: torch.Tensor | None = None, lambda_off: float = 0.0) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
     The drift averages over response tokens, or over every real (non-padding) token with drift_tokens="all".
+    lambda_off > 0 adds the off-target term at the positions that predict an answer token (`prediction_mask`).
     """
     mask = response_mask(labels)
     learnt = ce_labels(labels, ce_rows)  # route-only rows teach the routing term alone
@@ -142,6 +156,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     if lambda_ref > 0:
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)
+    if lambda_off > 0:
+        terms["off"] = lambda_off * off_target(record, prediction_mask(labels), objective)
     if lambda_orth > 0:
         terms["orth"] = lambda_orth * circuit_overlap(circuit)
     terms["loss"] = torch.stack(list(terms.values())).sum()

@@ -45,7 +45,7 @@ class CircuitTrainModule(nn.Module):
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
                           attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token",
                           ce_rows=ce_rows, route_decision_share=self.cfg.route_decision_share,
-                          route_rows=route_rows)
+                          route_rows=route_rows, lambda_off=self.cfg.lambda_off)
 
     @contextmanager
     def _forced_routing(self, objective: int, batch: int):
