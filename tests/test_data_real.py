@@ -232,6 +232,41 @@ def test_an_unknown_category_names_the_file_and_the_categories_it_has(data_dir):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": path, "categories": []}]})
 
 
+def test_safe_compliance_keeps_the_prompts_whose_answers_are_all_safe_and_none_refuses(data_dir, test_sets):
+    from negotiax.refusal import refusal
+
+    path = "beavertails/pku_saferlhf/PKU-Alignment_PKU-SafeRLHF_sample500.jsonl"
+    cfg = DataConfig(data_dir=str(data_dir), objectives=["helpful"], train={
+        "helpful": [{"path": path, "format": "pku_raw", "response_filter": "safe_compliance"}]})
+    sets = load_train_sets(cfg, test_sets)
+    # by hand from the raw rows: both responses labelled safe, neither flagged by the refusal detector, the prompt
+    # in no test set; each such row gives its two answers (a prompt repeated with the same answer counts once)
+    raw = [json.loads(line) for line in (data_dir / path).read_text().splitlines()]
+    blocked = {normalize_prompt(ex.prompt) for exs in test_sets.values() for ex in exs}
+    bad = {normalize_prompt(r["prompt"]) for r in raw for i in (0, 1)
+           if not r[f"is_response_{i}_safe"] or refusal(r[f"response_{i}"])}
+    expected = []
+    for r in raw:
+        key = normalize_prompt(r["prompt"])
+        if key in bad or key in blocked:
+            continue
+        for i in (0, 1):
+            pair = (r["prompt"].strip(), r[f"response_{i}"].strip())
+            if pair not in expected:
+                expected.append(pair)
+    assert [(ex.prompt, ex.response) for ex in sets["helpful"]] == expected
+    assert 300 < len(expected) < 400  # 190 of the 500 rows qualify; 10 of their prompts are test prompts
+    assert any("margarita" in p for p, _ in expected)
+    counts = sets.stats["helpful"]["files"][f"{path} (safe, compliant answers)"]
+    assert counts["unsafe_or_refusing_prompt_dropped"] == 1000 - 2 * 190
+    unlabelled = DataConfig(data_dir=str(data_dir), objectives=["helpful"], train={"helpful": [
+        {"path": "alpaca/alpaca_small_2000.json", "format": "alpaca", "response_filter": "safe_compliance"}]})
+    with pytest.raises(ValueError, match=r"alpaca_small_2000.json.*safe_compliance needs a safety label"):
+        load_train_sets(unlabelled, test_sets)
+    with pytest.raises(ValueError, match=r"response_filter='safe'; choose refusal or safe_compliance or null"):
+        DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": path, "response_filter": "safe"}]})
+
+
 def test_a_written_response_replaces_every_answer_and_keeps_one_row_per_prompt(data_dir, test_sets):
     pku = "beavertails/pku_saferlhf/pku_saferlhf_test_realign_dpo_5k.json"
     answer = "I'm sorry, but I can't help with that."

@@ -12,6 +12,9 @@ TEMPLATES = ["auto", "chat", "alpaca"]
 HARMLESS_TESTS = ["beavertails_30k", "beavertails_eval"]
 
 
+RESPONSE_FILTERS = ("refusal", "safe_compliance")
+
+
 @dataclass
 class Source:
     """One dataset: a file (absolute, or relative to cwd or the data directory) or a hub id, and its format.
@@ -20,7 +23,9 @@ class Source:
     differs from the file's). `part` picks the H3Fusion half of TruthfulQA ("train" / "test" / "all").
     An `optional` source that cannot be found is skipped with a warning instead of failing the run.
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
-    flags (e.g. the refusing safe answers of a preference file), `prompt_match` keeps only the rows whose
+    flags (e.g. the refusing safe answers of a preference file); `response_filter: safe_compliance` keeps the
+    prompts whose every response in the file is labelled safe and none refuses (e.g. the PKU-SafeRLHF rows with
+    two safe, compliant answers: mostly benign requests written like the harmful ones). `prompt_match` keeps only the rows whose
     prompt (stripped) a regular expression matches (`re.search`; e.g. `'\\?$'` for question-style prompts),
     `offset` skips the first N rows and `limit` keeps the next N (after the filters). `response` puts one
     written answer in place of every row's own (e.g. a plain refusal for harmful questions whose own answers
@@ -44,7 +49,7 @@ class Source:
     hub_format: str | None = None
     part: str | None = None
     optional: bool = False
-    response_filter: str | None = None  # refusal: keep the rows whose response refuses (training only)
+    response_filter: str | None = None  # refusal | safe_compliance (training only; see above)
     limit: int | None = None  # the first N rows of this source
     route_only: bool = False  # training: its rows teach the routing loss only (their answers are not learnt)
     offset: int = 0  # skip the first N rows (after response_filter and prompt_match, before limit)
@@ -54,9 +59,9 @@ class Source:
     categories: list[str] | None = None  # keep the rows whose category is one of these (train and test)
 
     def __post_init__(self):
-        if self.response_filter not in (None, "refusal"):
+        if self.response_filter not in (None, *RESPONSE_FILTERS):
             raise ValueError(f"data source {self.path or self.hub}: response_filter={self.response_filter!r}; "
-                             "choose refusal or null")
+                             f"choose {' or '.join(RESPONSE_FILTERS)} or null")
         if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 1):
             raise ValueError(f"data source {self.path or self.hub}: limit={self.limit!r}; a positive integer")
         if not isinstance(self.offset, int) or self.offset < 0:
@@ -95,7 +100,9 @@ class Source:
     def name(self) -> str:
         """The file or hub id, with the training filters that make it a different source of examples."""
         base = self.path or self.hub or "?"
-        tags = [t for t, on in (("refusals", self.response_filter == "refusal"), ("route only", self.route_only),
+        tags = [t for t, on in (("refusals", self.response_filter == "refusal"),
+                                ("safe, compliant answers", self.response_filter == "safe_compliance"),
+                                ("route only", self.route_only),
                                 (f"prompts matching {self.prompt_match}", self.prompt_match is not None),
                                 ("written answer", self.response is not None),
                                 (f"rows {self.offset}+", self.offset > 0), (f"routed to {self.route}", self.route),

@@ -85,6 +85,18 @@ def load_test_sets(cfg: DataConfig, limit: bool = True) -> DataSets:
     return DataSets(sets, stats)
 
 
+def _safe_compliance(examples: list[Example], where: str, counts: dict) -> list[Example]:
+    """The rows of the prompts whose every response in the file is labelled safe and none refuses; counted."""
+    if any(ex.label is None for ex in examples):
+        raise ValueError(f"{where}: response_filter=safe_compliance needs a safety label on every row (e.g. the "
+                         f"pku_raw or pku_pairs formats); this file has unlabelled rows")
+    dropped = {normalize_prompt(ex.prompt) for ex in examples
+               if ex.label is False or ex.response is None or refusal(ex.response)}
+    kept = [ex for ex in examples if normalize_prompt(ex.prompt) not in dropped]
+    counts["unsafe_or_refusing_prompt_dropped"] = len(examples) - len(kept)
+    return kept
+
+
 def _training_examples(examples: list[Example], where: str, counts: dict) -> list[Example]:
     """Questions become one example per correct answer; a reference output (AlpacaEval's) is the answer learnt;
     unsafe responses and empty references are dropped and counted."""
@@ -132,6 +144,8 @@ def load_train_sets(cfg: DataConfig, test_sets: DataSets | None = None) -> DataS
             if examples is None:
                 continue
             counts = files[source.name]
+            if source.response_filter == "safe_compliance":
+                examples = _safe_compliance(examples, source.name, counts)
             examples = _training_examples(examples, source.name, counts)
             if source.response_filter == "refusal":
                 kept_rows = [ex for ex in examples if refusal(ex.response)]
