@@ -113,7 +113,8 @@ def test_off_target_averages_the_other_pathways_norms_over_masked_tokens_and_sit
     # (B=1, S=3, N=3): objectives' squared update norms per token, at two sites
     norms_a = torch.tensor([[[1.0, 10.0, 100.0], [2.0, 20.0, 200.0], [3.0, 30.0, 300.0]]])
     norms_b = 2 * norms_a
-    record = {1: SiteOutput(None, None, norms_a.mean(-1), norms_a), 2: SiteOutput(None, None, norms_b.mean(-1), norms_b)}
+    record = {1: SiteOutput(None, None, norms_a.mean(-1), norms_a),
+              2: SiteOutput(None, None, norms_b.mean(-1), norms_b)}
     labels = torch.tensor([[-100, 5, 6]])  # positions 0 and 1 predict answer tokens
     mask = prediction_mask(labels)
     # objective 1 (harmless): the others are 0 and 2; site a: ((1+100)/2 + (2+200)/2) / 2 = 75.75; site b twice

@@ -25,11 +25,11 @@ class Source:
     For training, `response_filter: refusal` keeps only the rows whose response the refusal detector
     flags (e.g. the refusing safe answers of a preference file); `response_filter: safe_compliance` keeps the
     prompts whose every response in the file is labelled safe and none refuses (e.g. the PKU-SafeRLHF rows with
-    two safe, compliant answers: mostly benign requests written like the harmful ones). `prompt_match` keeps only the rows whose
-    prompt (stripped) a regular expression matches (`re.search`; e.g. `'\\?$'` for question-style prompts),
-    `offset` skips the first N rows and `limit` keeps the next N (after the filters). `response` puts one
-    written answer in place of every row's own (e.g. a plain refusal for harmful questions whose own answers
-    comply); rows that then repeat a prompt are kept once.
+    two safe, compliant answers: mostly benign requests written like the harmful ones). `prompt_match` keeps
+    only the rows whose prompt (stripped) a regular expression matches (`re.search`; e.g. `'\\?$'` for
+    question-style prompts), `offset` skips the first N rows and `limit` keeps the next N (after the filters).
+    `response` puts one written answer in place of every row's own (e.g. a plain refusal for harmful questions
+    whose own answers comply); rows that then repeat a prompt are kept once.
     `categories` keeps only the rows whose category is one of those listed, for training and test sources alike:
     for AlpacaEval that is its `dataset` field (helpful_base, koala, oasst, selfinstruct, vicuna), so one part of
     the file can train while the rest is the test set (a test source's rows are all kept out of training).
