@@ -4,7 +4,8 @@
 
 For each objective, --per-objective training prompts of the recipe (spread over its training set, as the routing
 warm start takes them) are run through the backbone alone (no circuit); the residual stream at the decision
-position (the last prompt token) of each layer is the feature. A class-balanced logistic regression per layer is
+position (the last prompt token) of each layer is the feature (`--pool content`: the mean over the user's own
+tokens, without the chat template's system prompt and headers). A class-balanced logistic regression per layer is
 fitted to the training prompts and read on the validation prompts of scripts/validate_alignment.py (never a test
 prompt). It prints, per layer and validation group, how many prompts the probe sends to each objective, then the
 same as one JSON line (docs/validation/probe/ holds the README's runs).
@@ -33,13 +34,36 @@ from validate_alignment import validation_prompts
 TARGETS = {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful", "honest": "honest"}
 
 
+def template_frame(tokenizer, template) -> tuple[list[int], list[int]]:
+    """The token ids every templated prompt starts and ends with (system prompt and user header; the assistant
+    header), read off two different prompts."""
+    a = encode_prompt(tokenizer, "Name a colour.", template=template)
+    b = encode_prompt(tokenizer, "How far is the moon from the earth?", template=template)
+    head = 0
+    while a[head] == b[head]:
+        head += 1
+    tail = 0
+    while a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return a[:head], a[len(a) - tail:]
+
+
 @torch.inference_mode()
-def decision_residuals(model, ids: list[list[int]]) -> np.ndarray:
-    """(n, layers + 1, d): every layer's residual stream at the last token of each id list."""
+def decision_residuals(model, ids: list[list[int]], frame: tuple[list[int], list[int]] | None = None) -> np.ndarray:
+    """(n, layers + 1, d): every layer's residual stream at the last token of each id list; with `frame` (the
+    template's head and tail ids), the mean over the user's own tokens instead (the whole row where a cut row lost
+    the head)."""
     rows = []
     for row in ids:
         hidden = model(input_ids=torch.tensor([row]), output_hidden_states=True).hidden_states
-        rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
+        if frame is None:
+            rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
+            continue
+        head, tail = frame
+        start = len(head) if row[:len(head)] == head else 0
+        stop = len(row) - len(tail) if row[len(row) - len(tail):] == tail else len(row)
+        stop = max(stop, start + 1)
+        rows.append(torch.stack([h[0, start:stop].mean(0) for h in hidden]).float().numpy())
     return np.stack(rows)
 
 
@@ -67,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=[15], help="hidden_states indices (0: embeddings)")
     p.add_argument("--per-objective", type=int, default=300)
     p.add_argument("--questions", type=int, default=0)
+    p.add_argument("--pool", choices=["decision", "content"], default="decision",
+                   help="the feature: the decision position's state, or the mean over the user's own tokens")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     recipe = load_recipe(args.config, args.overrides)
@@ -76,20 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     sets = load_train_sets(recipe.data)
     model, tokenizer = load_backbone(recipe.model)
     model.eval()
+    frame = template_frame(tokenizer, recipe.data.template) if args.pool == "content" else None
     features, labels = [], []
     for j, objective in enumerate(objectives):
         picked = [sets[objective][i] for i in training_rows(sets, objective, args.per_objective, args.questions)]
         # tokenised and cut exactly as training and the warm start read them, up to the decision position
         rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
                                 progress=False)
-        features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features]))
+        features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features], frame))
         labels += [j] * len(picked)
     x, y = np.concatenate(features), np.array(labels)
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
-    val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts])
+    val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts],
+                                 frame)
            for g, prompts in groups.items()}
     out = {"recipe": args.config, "overrides": args.overrides, "per_objective": args.per_objective,
-           "questions": args.questions, "layers": {}}
+           "questions": args.questions, "pool": args.pool, "layers": {}}
     for layer in args.layers:
         probe = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x[:, layer], y)
         counts = {g: dict(zip(objectives, np.bincount(probe.predict(v[:, layer]), minlength=len(objectives)).tolist()))

@@ -1,0 +1,56 @@
+"""scripts/routing_probe.py: the template's frame is the chat template's own head and tail, and the pooled feature
+is the mean over the user's tokens alone, computed here by hand from the model's hidden states."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import smol_vocab_llama
+from negotiax.data.formatting import encode_prompt
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture(scope="module")
+def script():
+    sys.path.insert(0, str(SCRIPTS))  # the script imports validate_alignment from beside it
+    try:
+        spec = importlib.util.spec_from_file_location("routing_probe", SCRIPTS / "routing_probe.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module
+
+
+def test_frame_is_the_templates_head_and_tail(script, smol_tokenizer):
+    head, tail = script.template_frame(smol_tokenizer, "auto")
+    assert smol_tokenizer.decode(head).endswith("<|im_start|>user\n")
+    assert "You are a helpful AI assistant" in smol_tokenizer.decode(head)
+    assert smol_tokenizer.decode(tail) == "<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_content_pooling_is_the_mean_over_the_users_tokens(script, smol_tokenizer):
+    model = smol_vocab_llama(smol_tokenizer, seed=0).eval()
+    frame = script.template_frame(smol_tokenizer, "auto")
+    text = "How do I bake bread at home?"
+    ids = encode_prompt(smol_tokenizer, text, template="auto")
+    user = smol_tokenizer(text, add_special_tokens=False)["input_ids"]
+    start = next(i for i in range(len(ids)) if ids[i:i + len(user)] == user)  # where the user's words sit
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    pooled = script.decision_residuals(model, [ids], frame)[0]
+    last = script.decision_residuals(model, [ids])[0]
+    for layer, h in enumerate(hidden):
+        torch.testing.assert_close(torch.from_numpy(pooled[layer]), h[0, start:start + len(user)].mean(0))
+        torch.testing.assert_close(torch.from_numpy(last[layer]), h[0, -1])
+    # a row cut at the front (no head left) is pooled from its first token
+    cut = ids[len(frame[0]) - 2:]
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([cut]), output_hidden_states=True).hidden_states
+    pooled = script.decision_residuals(model, [cut], frame)[0]
+    torch.testing.assert_close(torch.from_numpy(pooled[-1]), hidden[-1][0, :len(cut) - len(frame[1])].mean(0))
