@@ -30,6 +30,15 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self) -> None:
+        forcing = self.train.route_forcing
+        if isinstance(forcing, dict):  # named per objective: the names must be this recipe's objectives
+            known = set(self.circuit.objectives) | set(self.data.train)
+            unknown = sorted(set(forcing) - known)
+            if unknown:
+                raise ValueError(f"train.route_forcing names {unknown}, which this recipe does not train; its "
+                                 f"objectives are {sorted(known)}")
+
 
 def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
     return load_config(Recipe, path, overrides)

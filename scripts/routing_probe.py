@@ -51,8 +51,8 @@ def template_frame(tokenizer, template) -> tuple[list[int], list[int]]:
 @torch.inference_mode()
 def decision_residuals(model, ids: list[list[int]], frame: tuple[list[int], list[int]] | None = None) -> np.ndarray:
     """(n, layers + 1, d): every layer's residual stream at the last token of each id list; with `frame` (the
-    template's head and tail ids), the mean over the user's own tokens instead (the whole row where a cut row lost
-    the head)."""
+    template's head and tail ids), the mean over the user's own tokens instead (a row cut at the front keeps at most
+    the end of the head, which is left out too)."""
     rows = []
     for row in ids:
         hidden = model(input_ids=torch.tensor([row]), output_hidden_states=True).hidden_states
@@ -60,7 +60,8 @@ def decision_residuals(model, ids: list[list[int]], frame: tuple[list[int], list
             rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
             continue
         head, tail = frame
-        start = len(head) if row[:len(head)] == head else 0
+        start = next((k for k in range(len(head), 0, -1) if row[:k] == head[len(head) - k:]), 0)  # a cut row keeps
+        # the end of the head, or none of it
         stop = len(row) - len(tail) if row[len(row) - len(tail):] == tail else len(row)
         stop = max(stop, start + 1)
         rows.append(torch.stack([h[0, start:stop].mean(0) for h in hidden]).float().numpy())

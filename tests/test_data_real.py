@@ -265,6 +265,14 @@ def test_safe_compliance_keeps_the_prompts_whose_answers_are_all_safe_and_none_r
         load_train_sets(unlabelled, test_sets)
     with pytest.raises(ValueError, match=r"response_filter='safe'; choose refusal or safe_compliance or null"):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": path, "response_filter": "safe"}]})
+    pairs = DataConfig(data_dir=str(data_dir), objectives=["helpful"], train={"helpful": [
+        {"path": "beavertails/pku_saferlhf/pku_saferlhf_test_1000_safe_unsafe_pairs.jsonl", "format": "pku_pairs",
+         "response_filter": "safe_compliance"}]})
+    with pytest.raises(ValueError, match=r"safe_pairs.jsonl.*keeps none of its 2000 rows.*use pku_raw"):
+        load_train_sets(pairs, test_sets)
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: .*response_filter are for training sources"):
+        DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": path}]},
+                   test={"helpful": [{"path": path, "response_filter": "safe_compliance"}]})
 
 
 def test_a_written_response_replaces_every_answer_and_keeps_one_row_per_prompt(data_dir, test_sets):
@@ -284,7 +292,8 @@ def test_a_written_response_replaces_every_answer_and_keeps_one_row_per_prompt(d
 def test_route_to_an_unknown_objective_or_on_a_test_source_is_a_clear_error(data_dir):
     with pytest.raises(ValueError, match=r"data.train.harmless\[0\].*route='helpfull' is not an objective"):
         DataConfig(data_dir=str(data_dir), train={"harmless": [{"path": "x.json", "route": "helpfull"}]})
-    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match / response are for"):
+    with pytest.raises(ValueError, match=r"data.test.helpful\[0\]: route / route_only / prompt_match / response / "
+                                         r"response_filter are for"):
         DataConfig(data_dir=str(data_dir), test={"helpful": [{"path": "x.json", "route": "harmless"}]})
     with pytest.raises(ValueError, match="offset=-1"):
         DataConfig(data_dir=str(data_dir), train={"helpful": [{"path": "x.json", "offset": -1}]})

@@ -48,9 +48,12 @@ def test_content_pooling_is_the_mean_over_the_users_tokens(script, smol_tokenize
     for layer, h in enumerate(hidden):
         torch.testing.assert_close(torch.from_numpy(pooled[layer]), h[0, start:start + len(user)].mean(0))
         torch.testing.assert_close(torch.from_numpy(last[layer]), h[0, -1])
-    # a row cut at the front (no head left) is pooled from its first token
-    cut = ids[len(frame[0]) - 2:]
-    with torch.no_grad():
-        hidden = model(input_ids=torch.tensor([cut]), output_hidden_states=True).hidden_states
-    pooled = script.decision_residuals(model, [cut], frame)[0]
-    torch.testing.assert_close(torch.from_numpy(pooled[-1]), hidden[-1][0, :len(cut) - len(frame[1])].mean(0))
+    # rows cut at the front (as training rows longer than max_length are): the rest of the head is left out too
+    for kept in (2, 0, -3):  # the head's last two tokens; none of it; the user's words without their first three
+        cut = ids[len(frame[0]) - kept:]
+        with torch.no_grad():
+            hidden = model(input_ids=torch.tensor([cut]), output_hidden_states=True).hidden_states
+        pooled = script.decision_residuals(model, [cut], frame)[0]
+        words = hidden[-1][0, max(kept, 0):len(cut) - len(frame[1])]
+        assert len(words) == len(user) - max(-kept, 0)
+        torch.testing.assert_close(torch.from_numpy(pooled[-1]), words.mean(0))

@@ -1,6 +1,8 @@
 """Each loss term against a hand computation, and which tokens it reads."""
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -121,6 +123,15 @@ def test_off_target_averages_the_other_pathways_norms_over_masked_tokens_and_sit
     assert math.isclose(float(off_target(record, mask, 1)), (75.75 + 151.5) / 2)
     # objective 0: site a ((10+100)/2 + (20+200)/2) / 2 = 82.5, site b twice that
     assert math.isclose(float(off_target(record, mask, 0)), (82.5 + 165.0) / 2)
+    # per-row targets (a source's `route`): row 0 of objective 1, row 1 routed to objective 2
+    two = {1: SiteOutput(None, None, None, torch.cat([norms_a, norms_a])),
+           2: SiteOutput(None, None, None, torch.cat([norms_b, norms_b]))}
+    both = torch.cat([mask, mask])
+    # site a: row 0 as above (75.75 summed over 2 tokens: 151.5), row 1 the others 0 and 1: (11 + 22) / 2 = 16.5
+    assert math.isclose(float(off_target(two, both, torch.tensor([1, 2]))), ((151.5 + 16.5) / 4) * 1.5)
+    # a single objective has no other pathway
+    one = {1: SiteOutput(None, None, None, norms_a[..., :1])}
+    assert float(off_target(one, mask, 0)) == 0.0
     # in the loss, weighted, and only when asked for
     model = tiny_model("llama")
     attachment = attach(model, CircuitConfig(rank=4, head_dim=4))
@@ -143,6 +154,10 @@ def test_off_target_averages_the_other_pathways_norms_over_masked_tokens_and_sit
     terms = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 2, lambda_off=0.5, **kw)
     assert torch.allclose(terms["off"], 0.5 * off_target(attachment.record, prediction_mask(labels), 2))
     assert "off" not in loss_terms(logits, labels, attachment.record, None, attachment.circuit, 2, **kw)
+    routed = loss_terms(logits, labels, attachment.record, None, attachment.circuit, 2, lambda_off=0.5,
+                        route_rows=torch.tensor([-1, 0]), **kw)  # row 1 listed with `route` to objective 0
+    by_row = 0.5 * off_target(attachment.record, prediction_mask(labels), torch.tensor([2, 0]))
+    assert torch.allclose(routed["off"], by_row) and not torch.allclose(routed["off"], terms["off"])
 
 
 def test_subspace_overlap_is_zero_for_orthogonal_subspaces_and_r_for_equal_ones():
@@ -229,8 +244,15 @@ def test_route_forcing_per_objective_forces_only_the_named_objectives_batches():
     for objective in (0, 2):
         assert torch.allclose(module(ids, mask, labels, objective)["ce"], reference_ce(None), atol=1e-6)
     assert not torch.allclose(reference_ce(None), reference_ce({"harmless": float("inf")}))
-    with pytest.raises(ValueError, match=r"route_forcing: unknown objective\(s\) \['harmles'\]"):
-        CircuitTrainModule(model, attachment, TrainConfig(route_forcing={"harmles": 1}))
+    # a recipe checks the names; an ablation's pair of objectives keeps the mapping, without the names it lacks
+    from negotiax.recipe import Recipe, load_recipe
+    with pytest.raises(ValueError, match=r"train.route_forcing names \['harmles'\], which this recipe does not"):
+        Recipe(train=TrainConfig(route_forcing={"harmles": 1}))
+    recipe = load_recipe("configs/quick.yaml", ["train.route_forcing={helpful: 0, harmless: 1}"])
+    pair = dataclasses.replace(recipe, circuit=dataclasses.replace(recipe.circuit, objectives=["helpful", "honest"]))
+    attachment.detach()
+    with attach(tiny_model("llama"), pair.circuit) as two:
+        assert CircuitTrainModule(two.model, two, pair.train).forcing == [0.0, 0.0]
     with pytest.raises(ValueError, match=r"train.route_forcing.helpful=1.5: a share between 0 and 1"):
         TrainConfig(route_forcing={"helpful": 1.5})
 

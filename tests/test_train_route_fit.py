@@ -139,5 +139,6 @@ def test_warm_start_keys_at_their_off_values_leave_the_fingerprint_as_before():
         assert node == value, key
     for key, value in SOURCE_OFF_BY_DEFAULT.items():
         assert dataclasses.asdict(Source(path="x"))[key] == value, key
-    sft = TrainConfig(route_fit_prompts=400, route_loss="per_token", route_decision_share=0.5).for_sft_lora()
-    assert (sft.route_fit_prompts, sft.route_decision_share) == (0, 0.0)  # no circuit, no routing
+    sft = TrainConfig(route_fit_prompts=400, route_loss="per_token", route_decision_share=0.5,
+                      lambda_off=0.1).for_sft_lora()
+    assert (sft.route_fit_prompts, sft.route_decision_share, sft.lambda_off) == (0, 0.0, 0.0)  # no circuit

@@ -88,11 +88,15 @@ def load_test_sets(cfg: DataConfig, limit: bool = True) -> DataSets:
 def _safe_compliance(examples: list[Example], where: str, counts: dict) -> list[Example]:
     """The rows of the prompts whose every response in the file is labelled safe and none refuses; counted."""
     if any(ex.label is None for ex in examples):
-        raise ValueError(f"{where}: response_filter=safe_compliance needs a safety label on every row (e.g. the "
-                         f"pku_raw or pku_pairs formats); this file has unlabelled rows")
+        raise ValueError(f"{where}: response_filter=safe_compliance needs a safety label on every row (the "
+                         f"pku_raw format, or beavertails rows with is_safe); this file has unlabelled rows")
     dropped = {normalize_prompt(ex.prompt) for ex in examples
                if ex.label is False or ex.response is None or refusal(ex.response)}
     kept = [ex for ex in examples if normalize_prompt(ex.prompt) not in dropped]
+    if examples and not kept:  # e.g. pku_pairs / pku_dpo, which give every prompt one unsafe answer
+        raise ValueError(f"{where}: response_filter=safe_compliance keeps none of its {len(examples)} rows: every "
+                         f"prompt has an unsafe or refusing answer in this file (pair formats such as pku_pairs "
+                         f"always do; use pku_raw)")
     counts["unsafe_or_refusing_prompt_dropped"] = len(examples) - len(kept)
     return kept
 

@@ -97,7 +97,7 @@ class TrainConfig:
         return replace(self, lora=True, lora_r=s.r, lora_alpha=s.alpha, lora_targets=list(s.targets),
                        lr=s.lr or self.lr, route_fit_prompts=off.route_fit_prompts,
                        route_fit_steps=off.route_fit_steps, route_fit_lr=off.route_fit_lr,
-                       route_decision_share=off.route_decision_share)
+                       route_decision_share=off.route_decision_share, lambda_off=off.lambda_off)
 
     def __post_init__(self) -> None:
         for name in FLOATS:  # YAML reads 1e-3 (no dot) as a string
@@ -149,7 +149,8 @@ def _shares(name: str, value):
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"train.{key}={v!r}: expected a number between 0 and 1") from None
+            raise ValueError(f"train.{key}={v!r}: expected a number between 0 and 1 (or, for train.{name}, a "
+                             f"mapping objective: number)") from None
         if not 0 <= v <= 1:
             raise ValueError(f"train.{key}={v}: a share between 0 and 1")
         return v

@@ -105,16 +105,24 @@ def pathway_drift(record: dict[int, SiteOutput], mask: torch.Tensor) -> torch.Te
     return torch.stack(per_site).mean()
 
 
-def off_target(record: dict[int, SiteOutput], mask: torch.Tensor, objective: int) -> torch.Tensor:
-    """mean_{j != o} ||z_j - h||^2 over the masked tokens of a batch of objective o, averaged over the sites: how
-    far the other objectives' pathways move this objective's states. Penalised, it keeps each pathway quiet on
-    the prompts that are not its own (e.g. the harmless pathway on benign requests), so that a partial say
-    (alpha_j of 0.3) does not apply a large part of its update where it does not belong."""
+def off_target(record: dict[int, SiteOutput], mask: torch.Tensor, targets: int | torch.Tensor) -> torch.Tensor:
+    """mean_{j != o} ||z_j - h||^2 over the masked tokens, averaged over the sites, where o is each row's own
+    objective (`targets`: the batch's objective, or one per row as `row_targets` gives them, so a source's
+    `route` counts): how far the other objectives' pathways move a row's states. Penalised, it keeps each pathway
+    quiet on the prompts that are not its own (e.g. the harmless pathway on benign requests), so that a partial
+    say (alpha_j of 0.3) does not apply a large part of its update where it does not belong. Zero with a single
+    objective (there is no other pathway)."""
     weights = mask.float()
     per_site = []
     for out in record.values():
-        others = torch.cat([out.sq_norms[..., :objective], out.sq_norms[..., objective + 1:]], dim=-1).float()
-        per_site.append((others.mean(-1) * weights).sum() / weights.sum().clamp(min=1))
+        norms = out.sq_norms.float()  # (B, S, N)
+        n = norms.size(-1)
+        if n < 2:
+            return norms.new_zeros(())
+        own = torch.as_tensor(targets, device=norms.device).expand(norms.size(0))
+        others = 1.0 - F.one_hot(own, n).to(norms.dtype).unsqueeze(1)  # (B, 1, N): the other pathways
+        per_token = (norms * others).sum(-1) / (n - 1)
+        per_site.append((per_token * weights).sum() / weights.sum().clamp(min=1))
     return torch.stack(per_site).mean()
 
 
@@ -144,7 +152,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
 
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
     The drift averages over response tokens, or over every real (non-padding) token with drift_tokens="all".
-    lambda_off > 0 adds the off-target term at the positions that predict an answer token (`prediction_mask`).
+    lambda_off > 0 adds the off-target term at the positions that predict an answer token (`prediction_mask`),
+    each row's own objective being its routing target (a source's `route` counts).
     """
     mask = response_mask(labels)
     learnt = ce_labels(labels, ce_rows)  # route-only rows teach the routing term alone
@@ -157,7 +166,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
         drift_mask = mask if drift_tokens == "response" or attention_mask is None else attention_mask.bool()
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)
     if lambda_off > 0:
-        terms["off"] = lambda_off * off_target(record, prediction_mask(labels), objective)
+        targets = row_targets(objective, route_rows, labels.size(0), labels.device)
+        terms["off"] = lambda_off * off_target(record, prediction_mask(labels), targets)
     if lambda_orth > 0:
         terms["orth"] = lambda_orth * circuit_overlap(circuit)
     terms["loss"] = torch.stack(list(terms.values())).sum()

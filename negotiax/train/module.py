@@ -16,9 +16,10 @@ from .losses import ce_labels, loss_terms, response_ce
 
 
 class CircuitTrainModule(nn.Module):
-    """forward(input_ids, attention_mask, labels, objective[, ce_rows, route_rows]) -> {ce, route, drift, orth,
-    loss}. Every row of the batch runs objective o's pathway under teacher-forced routing; route_rows sends a
-    row's routing loss elsewhere (see losses.routing_ce)."""
+    """forward(input_ids, attention_mask, labels, objective[, ce_rows, route_rows]) -> {ce, route, drift, off,
+    orth, loss} (the terms that are on). A share of the batch's rows (train.route_forcing, per objective) runs
+    objective o's pathway alone under teacher-forced routing, the rest through the negotiation's own alpha;
+    route_rows sends a row's routing and off-target terms to its own objective (see losses.row_targets)."""
 
     def __init__(self, backbone: nn.Module, attachment: Attachment | None, cfg: TrainConfig) -> None:
         super().__init__()
@@ -64,16 +65,13 @@ class CircuitTrainModule(nn.Module):
             self.circuit.force_route(None)
 
     def _forcing_shares(self, forcing: float | dict) -> list[float]:
-        """train.route_forcing as one share per objective index ([] without a circuit)."""
+        """train.route_forcing as one share per objective index ([] without a circuit). Names the circuit lacks
+        are left out: an ablation's pair of objectives keeps the recipe's mapping (the recipe checks the names)."""
         if self.circuit is None:
             return []
         names = list(self.circuit.objectives)
         if not isinstance(forcing, dict):
             return [float(forcing)] * len(names)
-        unknown = sorted(set(forcing) - set(names))
-        if unknown:
-            raise ValueError(f"train.route_forcing: unknown objective(s) {unknown}; the circuit's objectives are "
-                             f"{names}")
         return [float(forcing.get(name, 0.0)) for name in names]
 
     @contextmanager
