@@ -1,7 +1,9 @@
 """Shared fixtures: tiny models of every supported family, built from configs (no downloads)."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,20 @@ def tiny_config(family: str):
         return GPTNeoXConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                              num_attention_heads=4, max_position_embeddings=128)
     raise ValueError(family)
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts import each other from beside them, so scripts/ is on the path
+    while it loads)."""
+    scripts = ROOT / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
 
 
 FAMILIES = ["llama", "mistral", "gemma", "qwen2", "gpt2", "gpt_neox"]

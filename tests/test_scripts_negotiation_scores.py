@@ -2,34 +2,22 @@
 on each prompt alone (the script reads padded batches) and with the scores written out by hand."""
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import smol_vocab_llama
+from conftest import load_script, smol_vocab_llama
 from negotiax.attach import attach, capture, site_modules
 from negotiax.circuit import CircuitConfig
 from negotiax.data import Collator
 from negotiax.data.formatting import encode_prompt
 from test_circuit import perturb
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
 
 @pytest.fixture(scope="module")
 def script():
-    import sys
-    sys.path.insert(0, str(SCRIPTS))  # the script imports validate_alignment from beside it
-    try:
-        spec = importlib.util.spec_from_file_location("negotiation_scores", SCRIPTS / "negotiation_scores.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
+    return load_script("negotiation_scores")
 
 
 def before_norms(model, a, prompts) -> list[float]:

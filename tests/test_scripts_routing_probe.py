@@ -2,29 +2,16 @@
 is the mean over the user's tokens alone, computed here by hand from the model's hidden states."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from conftest import smol_vocab_llama
+from conftest import load_script, smol_vocab_llama
 from negotiax.data.formatting import encode_prompt
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def script():
-    sys.path.insert(0, str(SCRIPTS))  # the script imports validate_alignment from beside it
-    try:
-        spec = importlib.util.spec_from_file_location("routing_probe", SCRIPTS / "routing_probe.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPTS))
-    return module
+    return load_script("routing_probe")
 
 
 def test_frame_is_the_templates_head_and_tail(script, smol_tokenizer):
