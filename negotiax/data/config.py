@@ -111,10 +111,12 @@ class Source:
         return f"{base} ({', '.join(tags)})" if tags else base
 
 
+TRAINING_ONLY = ("route", "route_only", "prompt_match", "response", "response_filter")  # fields only training reads
+
+
 def _training_only(source: Source) -> bool:
-    """Whether a source sets a field that only training reads."""
-    return (source.route is not None or source.route_only or source.prompt_match is not None
-            or source.response is not None or source.response_filter is not None)
+    """Whether a source sets a field that only training reads (each is off at None or False)."""
+    return any(getattr(source, name) not in (None, False) for name in TRAINING_ONLY)
 
 
 def _src(**kw) -> dict:
@@ -255,12 +257,11 @@ class DataConfig:
         for objective, sources in self.test.items():
             for i, source in enumerate(sources):
                 if _training_only(source):
-                    raise ValueError(f"data.test.{objective}[{i}]: route / route_only / prompt_match / response / "
-                                     f"response_filter are for training sources; remove them from the test "
-                                     f"source {source.name}")
+                    raise ValueError(f"data.test.{objective}[{i}]: {' / '.join(TRAINING_ONLY)} are for training "
+                                     f"sources; remove them from the test source {source.name}")
         if _training_only(self.benign):
-            raise ValueError(f"data.benign: route / route_only / prompt_match / response / response_filter are for "
-                             f"training sources; remove them from {self.benign.name}")
+            raise ValueError(f"data.benign: {' / '.join(TRAINING_ONLY)} are for training sources; remove them from "
+                             f"{self.benign.name}")
         for objective, sources in self.train.items():
             for i, source in enumerate(sources):
                 if source.route is not None and source.route not in self.train:

@@ -156,10 +156,11 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
     each row's own objective being its routing target (a source's `route` counts).
     """
     mask = response_mask(labels)
+    predicting = prediction_mask(labels)  # the positions that predict an answer token
     learnt = ce_labels(labels, ce_rows)  # route-only rows teach the routing term alone
     terms = {"ce": response_ce(logits, learnt) if (learnt[:, 1:] != IGNORE).any() else logits.new_zeros(())}
     if alpha is not None and lambda_route > 0:
-        terms["route"] = lambda_route * routing_ce(alpha, prediction_mask(labels), objective,
+        terms["route"] = lambda_route * routing_ce(alpha, predicting, objective,
                                                    per_token=route_per_token, decision=decision_mask(labels),
                                                    decision_share=route_decision_share, route_rows=route_rows)
     if lambda_ref > 0:
@@ -167,7 +168,7 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
         terms["drift"] = lambda_ref * pathway_drift(record, drift_mask)
     if lambda_off > 0:
         targets = row_targets(objective, route_rows, labels.size(0), labels.device)
-        terms["off"] = lambda_off * off_target(record, prediction_mask(labels), targets)
+        terms["off"] = lambda_off * off_target(record, predicting, targets)
     if lambda_orth > 0:
         terms["orth"] = lambda_orth * circuit_overlap(circuit)
     terms["loss"] = torch.stack(list(terms.values())).sum()
