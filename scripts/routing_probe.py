@@ -27,6 +27,7 @@ from negotiax.backbone import load_backbone
 from negotiax.data import TokenizedDataset, default_data_dir
 from negotiax.data.formatting import encode_prompt
 from negotiax.data.loading import load_train_sets
+from negotiax.evaluation.negotiation import prompt_layout
 from negotiax.recipe import load_recipe
 from negotiax.train.route_fit import prompt_ids, spread
 from validate_alignment import validation_prompts
@@ -36,16 +37,9 @@ TARGETS = {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful", "
 
 def template_frame(tokenizer, template) -> tuple[list[int], list[int]]:
     """The token ids every templated prompt starts and ends with (system prompt and user header; the assistant
-    header), read off two different prompts."""
-    a = encode_prompt(tokenizer, "Name a colour.", template=template)
-    b = encode_prompt(tokenizer, "How far is the moon from the earth?", template=template)
-    head = 0
-    while a[head] == b[head]:
-        head += 1
-    tail = 0
-    while a[-1 - tail] == b[-1 - tail]:
-        tail += 1
-    return a[:head], a[len(a) - tail:]
+    header): what the negotiation's own reading of a prompt leaves out as the template."""
+    ids, user, _, _ = prompt_layout(tokenizer, "Name a colour.", None, template)
+    return ids[:user.start], ids[user.stop:]
 
 
 @torch.inference_mode()
@@ -60,8 +54,8 @@ def decision_residuals(model, ids: list[list[int]], frame: tuple[list[int], list
             rows.append(torch.stack([h[0, -1] for h in hidden]).float().numpy())
             continue
         head, tail = frame
-        start = next((k for k in range(len(head), 0, -1) if row[:k] == head[len(head) - k:]), 0)  # a cut row keeps
-        # the end of the head, or none of it
+        # a row cut at the front keeps the end of the head, or none of it
+        start = next((k for k in range(len(head), 0, -1) if row[:k] == head[len(head) - k:]), 0)
         stop = len(row) - len(tail) if row[len(row) - len(tail):] == tail else len(row)
         stop = max(stop, start + 1)
         rows.append(torch.stack([h[0, start:stop].mean(0) for h in hidden]).float().numpy())

@@ -29,7 +29,7 @@ def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _layout(tokenizer, prompt: str, answer: str | None, template: str) -> tuple[list[int], range, int, range]:
+def prompt_layout(tokenizer, prompt: str, answer: str | None, template: str) -> tuple[list[int], range, int, range]:
     """(token ids, user-token positions, decision position, answer-token positions) for one prompt.
 
     The ids are the formatted prompt's followed by the answer's, as in generation. The user's tokens are
@@ -61,7 +61,7 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         outs = answers[start:start + batch_size] if answers is not None else [None] * len(chunk)
-        layouts = [_layout(tokenizer, p, a, template) for p, a in zip(chunk, outs)]
+        layouts = [prompt_layout(tokenizer, p, a, template) for p, a in zip(chunk, outs)]
         width = max(len(ids) for ids, *_ in layouts)
         ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, *_ in layouts], device=device)
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, *_ in layouts], device=device)
