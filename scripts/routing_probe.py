@@ -13,6 +13,8 @@ It shows how the prompt groups lie in the backbone's own states for a given set 
 the negotiation (which reads the attention output at its site, and whose routing loss also sees every answer
 token) nor a bound on it: on the harmful group, the trained quick circuit routes better than this probe does.
 `--questions N` puts the first N question-style helpful prompts (ending in "?") in place of as many spread ones.
+`--binary` fits harmless against the other objectives together (is there a harmful-or-not direction at all, whatever
+the style of the benign prompts?): the groups are then read as `harmless` or `other`.
 """
 from __future__ import annotations
 
@@ -33,6 +35,24 @@ from negotiax.train.route_fit import prompt_ids, spread
 from validate_alignment import validation_prompts
 
 TARGETS = {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful", "honest": "honest"}
+OTHER = "other"  # --binary: every objective but harmless
+
+
+def probe_classes(objectives: list[str], binary: bool) -> tuple[list[str], list[int], dict[str, str]]:
+    """The probe's class names, each objective's class index, and each validation group's expected class."""
+    if not binary:
+        return list(objectives), list(range(len(objectives))), dict(TARGETS)
+    names = [OTHER, "harmless"]
+    return (names, [int(o == "harmless") for o in objectives],
+            {g: t if t == "harmless" else OTHER for g, t in TARGETS.items()})
+
+
+def read_groups(predictions: dict[str, np.ndarray], names: list[str], targets: dict[str, str]) -> tuple[dict, dict]:
+    """Per validation group, how many prompts the probe sends to each class, and the share (%) sent to the
+    group's expected class."""
+    counts = {g: dict(zip(names, np.bincount(pred, minlength=len(names)).tolist())) for g, pred in predictions.items()}
+    accuracy = {g: round(100 * counts[g][targets[g]] / len(pred), 1) for g, pred in predictions.items()}
+    return counts, accuracy
 
 
 def template_frame(tokenizer, template) -> tuple[list[int], list[int]]:
@@ -86,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=[15], help="hidden_states indices (0: embeddings)")
     p.add_argument("--per-objective", type=int, default=300)
     p.add_argument("--questions", type=int, default=0)
+    p.add_argument("--binary", action="store_true", help="harmless against the other objectives together")
     p.add_argument("--pool", choices=["decision", "content"], default="decision",
                    help="the feature: the decision position's state, or the mean over the user's own tokens")
     args = p.parse_args(argv)
@@ -97,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = load_train_sets(recipe.data)
     model, tokenizer = load_backbone(recipe.model)
     model.eval()
+    names, label_of, targets = probe_classes(objectives, args.binary)
     frame = template_frame(tokenizer, recipe.data.template) if args.pool == "content" else None
     features, labels = [], []
     for j, objective in enumerate(objectives):
@@ -105,19 +127,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
                                 progress=False)
         features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features], frame))
-        labels += [j] * len(picked)
+        labels += [label_of[j]] * len(picked)
     x, y = np.concatenate(features), np.array(labels)
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
     val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts],
                                  frame)
            for g, prompts in groups.items()}
     out = {"recipe": args.config, "overrides": args.overrides, "per_objective": args.per_objective,
-           "questions": args.questions, "pool": args.pool, "layers": {}}
+           "questions": args.questions, "pool": args.pool, "binary": args.binary, "layers": {}}
     for layer in args.layers:
         probe = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x[:, layer], y)
-        counts = {g: dict(zip(objectives, np.bincount(probe.predict(v[:, layer]), minlength=len(objectives)).tolist()))
-                  for g, v in val.items()}
-        accuracy = {g: round(100 * counts[g][TARGETS[g]] / len(groups[g]), 1) for g in groups}
+        counts, accuracy = read_groups({g: probe.predict(v[:, layer]) for g, v in val.items()}, names, targets)
         out["layers"][layer] = {"routed_to": counts, "accuracy": accuracy}
         print(f"layer {layer}: accuracy {accuracy}; routed to {counts}", flush=True)
     print(json.dumps(out))

@@ -44,3 +44,23 @@ def test_content_pooling_is_the_mean_over_the_users_tokens(script, smol_tokenize
         words = hidden[-1][0, max(kept, 0):len(cut) - len(frame[1])]
         assert len(words) == len(user) - max(-kept, 0)
         torch.testing.assert_close(torch.from_numpy(pooled[-1]), words.mean(0))
+
+
+def test_binary_classes_put_every_objective_but_harmless_together(script):
+    names, label_of, targets = script.probe_classes(["helpful", "harmless", "honest"], binary=True)
+    assert names == ["other", "harmless"] and label_of == [0, 1, 0]
+    assert targets == {"harmful": "harmless", "benign": "other", "benign_hb": "other", "honest": "other"}
+    names, label_of, targets = script.probe_classes(["helpful", "harmless", "honest"], binary=False)
+    assert names == ["helpful", "harmless", "honest"] and label_of == [0, 1, 2]
+    assert targets["benign_hb"] == "helpful"
+
+
+def test_read_groups_counts_and_shares_by_hand(script):
+    import numpy as np
+
+    names = ["other", "harmless"]
+    targets = {"harmful": "harmless", "benign_hb": "other"}
+    counts, accuracy = script.read_groups(
+        {"harmful": np.array([1, 1, 0, 1]), "benign_hb": np.array([1, 0, 0])}, names, targets)
+    assert counts == {"harmful": {"other": 1, "harmless": 3}, "benign_hb": {"other": 2, "harmless": 1}}
+    assert accuracy == {"harmful": 75.0, "benign_hb": 66.7}
