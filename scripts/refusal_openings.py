@@ -14,23 +14,19 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from negotiax.evaluation.evaluate import load_generations
 from negotiax.refusal import refusal_rate
 
 
 def read_generations(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{path}, line {n}: not JSON ({e.msg}); is this a generations .jsonl file?") from None
-            if "objective" not in row or "output" not in row:
-                raise SystemExit(f"{path}, line {n}: a generation row needs 'objective' and 'output' "
-                                 f"(it has {sorted(row)}); pass a file from runs/<name>/generations/")
-            rows.append(row)
+    """The generation rows of the file (bad JSON is an error naming the line); each must have an objective and an
+    output."""
+    rows = load_generations(path)
+    for n, row in enumerate(rows, 1):  # load_generations skips no line but blank ones, which generate never writes
+        if not isinstance(row, dict) or "objective" not in row or "output" not in row:
+            raise SystemExit(f"{path}, line {n}: a generation row needs 'objective' and 'output' "
+                             f"(it has {sorted(row) if isinstance(row, dict) else type(row).__name__}); pass a "
+                             f"file from runs/<name>/generations/")
     if not rows:
         raise SystemExit(f"{path}: no generations in the file")
     return rows

@@ -113,16 +113,13 @@ def off_target(record: dict[int, SiteOutput], mask: torch.Tensor, targets: int |
     say (alpha_j of 0.3) does not apply a large part of its update where it does not belong. Zero with a single
     objective (there is no other pathway)."""
     weights = mask.float()
-    per_site = []
-    for out in record.values():
-        norms = out.sq_norms.float()  # (B, S, N)
-        n = norms.size(-1)
-        if n < 2:
-            return norms.new_zeros(())
-        own = torch.as_tensor(targets, device=norms.device).expand(norms.size(0))
-        others = 1.0 - F.one_hot(own, n).to(norms.dtype).unsqueeze(1)  # (B, 1, N): the other pathways
-        per_token = (norms * others).sum(-1) / (n - 1)
-        per_site.append((per_token * weights).sum() / weights.sum().clamp(min=1))
+    n = next(iter(record.values())).sq_norms.size(-1)  # every site has the circuit's objectives
+    if n < 2:
+        return weights.new_zeros(())
+    own = torch.as_tensor(targets, device=weights.device).expand(weights.size(0))
+    others = (1.0 - F.one_hot(own, n).float()).unsqueeze(1) / (n - 1)  # (B, 1, N): the mean over the other pathways
+    per_site = [((out.sq_norms.float() * others).sum(-1) * weights).sum() / weights.sum().clamp(min=1)
+                for out in record.values()]
     return torch.stack(per_site).mean()
 
 
