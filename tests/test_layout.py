@@ -4,11 +4,11 @@ The rule: each stage owns its config, `recipe` combines configs, `pipeline` comb
 whole jobs on the pipeline, `cli/` stays thin. So no stage (and nothing in the core) imports recipe, pipeline,
 experiments or cli; no import cycle; and imports sit at the top of files, except heavy optional dependencies.
 """
-import importlib.util
 from pathlib import Path
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "layout_stats.py"
 
 CORE = {"negotiax", "negotiax.circuit", "negotiax.attach", "negotiax.backbone", "negotiax.saving", "negotiax.io",
         "negotiax.config", "negotiax.fingerprint", "negotiax.refusal", "negotiax.run_config"}
@@ -20,14 +20,7 @@ OPTIONAL = ("peft", "openai", "matplotlib", "sklearn",
             "sacrebleu", "rouge_score", "datasets", "wandb", "torch.utils.tensorboard", "psutil", "uvicorn")
 
 
-def _stats():
-    spec = importlib.util.spec_from_file_location("layout_stats", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-stats = _stats()
+stats = load_script("layout_stats")
 ROWS = stats.imports()
 
 
