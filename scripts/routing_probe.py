@@ -15,6 +15,10 @@ token) nor a bound on it: on the harmful group, the trained quick circuit routes
 `--questions N` puts the first N question-style helpful prompts (ending in "?") in place of as many spread ones.
 `--binary` fits harmless against the other objectives together (is there a harmful-or-not direction at all, whatever
 the style of the benign prompts?): the groups are then read as `harmless` or `other`.
+`--within K` asks the question without the training prompts: a binary probe cross-validated over the validation
+prompts themselves (K stratified folds; each prompt is read by a probe fitted to the other folds), so it tells
+whether the states hold a harmful-or-not direction for prompts like these at all, that is whether the training
+prompts or the backbone is what falls short. A diagnostic only: nothing it fits is used by a recipe.
 """
 from __future__ import annotations
 
@@ -82,6 +86,22 @@ def decision_residuals(model, ids: list[list[int]], frame: tuple[list[int], list
     return np.stack(rows)
 
 
+def within_predictions(val: dict[str, np.ndarray], targets: dict[str, str], names: list[str], folds: int,
+                       fit) -> dict[str, np.ndarray]:
+    """Each validation prompt's class as read by a probe (`fit(x, y)` returns one with `.predict`) fitted to the
+    other folds of all groups together: stratified by the expected class, shuffled with a fixed seed."""
+    from sklearn.model_selection import StratifiedKFold
+
+    order = list(val)
+    x = np.concatenate([val[g] for g in order])
+    y = np.concatenate([[names.index(targets[g])] * len(val[g]) for g in order])
+    predicted = np.empty_like(y)
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
+        predicted[held] = fit(x[train], y[train]).predict(x[held])
+    bounds = np.cumsum([0] + [len(val[g]) for g in order])
+    return {g: predicted[bounds[k]:bounds[k + 1]] for k, g in enumerate(order)}
+
+
 def training_rows(sets: dict, objective: str, n: int, questions: int) -> list[int]:
     """Indices of n distinct training prompts of the objective, spread as the warm start takes them; with
     `questions`, the first such question-style helpful prompts come first."""
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--binary", action="store_true", help="harmless against the other objectives together")
     p.add_argument("--pool", choices=["decision", "content"], default="decision",
                    help="the feature: the decision position's state, or the mean over the user's own tokens")
+    p.add_argument("--within", type=int, default=0, metavar="K",
+                   help="a binary probe cross-validated over the validation prompts (K folds), no training prompts")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     recipe = load_recipe(args.config, args.overrides)
@@ -118,26 +140,34 @@ def main(argv: list[str] | None = None) -> int:
     sets = load_train_sets(recipe.data)
     model, tokenizer = load_backbone(recipe.model)
     model.eval()
-    names, label_of, targets = probe_classes(objectives, args.binary)
+    names, label_of, targets = probe_classes(objectives, args.binary or bool(args.within))
     frame = template_frame(tokenizer, recipe.data.template) if args.pool == "content" else None
     features, labels = [], []
-    for j, objective in enumerate(objectives):
+    for j, objective in enumerate(objectives if not args.within else []):
         picked = [sets[objective][i] for i in training_rows(sets, objective, args.per_objective, args.questions)]
         # tokenised and cut exactly as training and the warm start read them, up to the decision position
         rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
                                 progress=False)
         features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features], frame))
         labels += [label_of[j]] * len(picked)
-    x, y = np.concatenate(features), np.array(labels)
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
     val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts],
                                  frame)
            for g, prompts in groups.items()}
-    out = {"recipe": args.config, "overrides": args.overrides, "per_objective": args.per_objective,
-           "questions": args.questions, "pool": args.pool, "binary": args.binary, "layers": {}}
+    out = {"recipe": args.config, "overrides": args.overrides,
+           "per_objective": 0 if args.within else args.per_objective, "questions": args.questions, "pool": args.pool, "binary": args.binary or bool(args.within),
+           "within": args.within, "layers": {}}
+
+    def fit(x, y):
+        return LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x, y)
+
     for layer in args.layers:
-        probe = LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x[:, layer], y)
-        counts, accuracy = read_groups({g: probe.predict(v[:, layer]) for g, v in val.items()}, names, targets)
+        if args.within:
+            predictions = within_predictions({g: v[:, layer] for g, v in val.items()}, targets, names, args.within, fit)
+        else:
+            probe = fit(np.concatenate(features)[:, layer], np.array(labels))
+            predictions = {g: probe.predict(v[:, layer]) for g, v in val.items()}
+        counts, accuracy = read_groups(predictions, names, targets)
         out["layers"][layer] = {"routed_to": counts, "accuracy": accuracy}
         print(f"layer {layer}: accuracy {accuracy}; routed to {counts}", flush=True)
     print(json.dumps(out))

@@ -64,3 +64,30 @@ def test_read_groups_counts_and_shares_by_hand(script):
         {"harmful": np.array([1, 1, 0, 1]), "benign_hb": np.array([1, 0, 0])}, names, targets)
     assert counts == {"harmful": {"other": 1, "harmless": 3}, "benign_hb": {"other": 2, "harmless": 1}}
     assert accuracy == {"harmful": 75.0, "benign_hb": 66.7}
+
+
+def test_within_reads_each_prompt_with_a_probe_fitted_without_it(script):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    names = ["other", "harmless"]
+    targets = {"harmful": "harmless", "benign_hb": "other", "honest": "other"}
+    rng = np.random.default_rng(0)
+    val = {"harmful": rng.normal(3, 1, (10, 4)), "benign_hb": rng.normal(-3, 1, (6, 4)),
+           "honest": rng.normal(-3, 1, (5, 4))}
+
+    class Lookup:  # remembers its training rows and reads anything else as "other"
+        def __init__(self, x, y):
+            self.seen = {tuple(r): c for r, c in zip(x, y)}
+
+        def predict(self, x):
+            return np.array([self.seen.get(tuple(r), 0) for r in x])
+
+    held = script.within_predictions(val, targets, names, 5, Lookup)
+    assert {g: len(p) for g, p in held.items()} == {"harmful": 10, "benign_hb": 6, "honest": 5}
+    # had a prompt been among its probe's training rows, the lookup would have read it as harmless
+    assert held["harmful"].tolist() == [0] * 10
+    # and a real probe on groups five standard deviations apart reads every held-out prompt right
+    fit = lambda x, y: LogisticRegression(max_iter=500).fit(x, y)  # noqa: E731
+    _, accuracy = script.read_groups(script.within_predictions(val, targets, names, 5, fit), names, targets)
+    assert accuracy == {"harmful": 100.0, "benign_hb": 100.0, "honest": 100.0}
