@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                                  frame)
            for g, prompts in groups.items()}
     out = {"recipe": args.config, "overrides": args.overrides,
-           "per_objective": 0 if args.within else args.per_objective, "questions": args.questions, "pool": args.pool, "binary": args.binary or bool(args.within),
-           "within": args.within, "layers": {}}
+           "per_objective": 0 if args.within else args.per_objective, "questions": args.questions,
+           "pool": args.pool, "binary": args.binary or bool(args.within), "within": args.within, "layers": {}}
 
     def fit(x, y):
         return LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x, y)

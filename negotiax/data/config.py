@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 FORMATS = ["auto", "alpaca", "alpaca_eval", "beavertails", "beavertails_eval", "pku_raw", "pku_pairs",
-           "pku_dpo", "truthfulqa", "truthfulqa_mc"]
+           "pku_dpo", "hh_rlhf", "truthfulqa", "truthfulqa_mc"]
 TEMPLATES = ["auto", "chat", "alpaca"]
 HARMLESS_TESTS = ["beavertails_30k", "beavertails_eval"]
 
@@ -39,6 +39,10 @@ class Source:
     routing), while the routing loss and the routing warm start send them to objective `route`: e.g. benign
     requests with ordinary answers listed under harmless with route helpful, meant to show the harmless pathway
     benign requests it should leave alone (configs/quick-contrast.yaml; on the quick budget it did not help).
+    Format `hh_rlhf` reads Anthropic's HH-RLHF files ({chosen, rejected} dialogues, e.g. helpful-base/train.jsonl,
+    unzipped): the first human turn and the first reply in `chosen`. Everyday requests written like AlpacaEval's
+    helpful_base part (which comes from them) are what the quick recipe's router lacks (README); no such file is
+    in shared/data, and prompts that are also test prompts are dropped as from every training source.
     """
 
     path: str | None = None

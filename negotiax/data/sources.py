@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from . import alpaca, safety, truthfulqa
+from . import alpaca, hh, safety, truthfulqa
 from .config import Source
 from .hub import HubUnavailable, hub_rows
 from .records import parse_rows, read_rows, require_columns
@@ -23,6 +23,7 @@ PARSERS = {
     "pku_raw": safety.pku_raw_row,
     "pku_pairs": safety.pku_pairs_row,
     "pku_dpo": safety.pku_dpo_row,
+    "hh_rlhf": hh.hh_rlhf_row,
     "truthfulqa": None,  # CSV or HF generation layout, picked by the columns
     "truthfulqa_mc": truthfulqa.multiple_choice_row,
 }
@@ -37,6 +38,7 @@ SIGNATURES = [
     ("alpaca", {"instruction", "output"}),
     ("beavertails", {"prompt", "response", "is_safe"}),
     ("beavertails_eval", {"prompt", "category"}),
+    ("hh_rlhf", {"chosen", "rejected"}),
 ]
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 FILE_SUFFIXES = (".json", ".jsonl", ".csv")
