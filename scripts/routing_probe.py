@@ -98,8 +98,7 @@ def within_predictions(val: dict[str, np.ndarray], targets: dict[str, str], name
     predicted = np.empty_like(y)
     for train, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(x, y):
         predicted[held] = fit(x[train], y[train]).predict(x[held])
-    bounds = np.cumsum([0] + [len(val[g]) for g in order])
-    return {g: predicted[bounds[k]:bounds[k + 1]] for k, g in enumerate(order)}
+    return dict(zip(order, np.split(predicted, np.cumsum([len(val[g]) for g in order])[:-1])))
 
 
 def training_rows(sets: dict, objective: str, n: int, questions: int) -> list[int]:
@@ -137,26 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     objectives = list(recipe.circuit.objectives)
     if set(TARGETS.values()) - set(objectives):
         raise SystemExit(f"{args.config}: the probe needs the objectives {sorted(set(TARGETS.values()))}")
-    sets = load_train_sets(recipe.data)
+    binary = args.binary or args.within > 0
     model, tokenizer = load_backbone(recipe.model)
     model.eval()
-    names, label_of, targets = probe_classes(objectives, args.binary or bool(args.within))
+    names, label_of, targets = probe_classes(objectives, binary)
     frame = template_frame(tokenizer, recipe.data.template) if args.pool == "content" else None
-    features, labels = [], []
-    for j, objective in enumerate(objectives if not args.within else []):
-        picked = [sets[objective][i] for i in training_rows(sets, objective, args.per_objective, args.questions)]
-        # tokenised and cut exactly as training and the warm start read them, up to the decision position
-        rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
-                                progress=False)
-        features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features], frame))
-        labels += [label_of[j]] * len(picked)
+    if not args.within:  # the training prompts' features, once for every layer
+        sets = load_train_sets(recipe.data)
+        features, labels = [], []
+        for j, objective in enumerate(objectives):
+            picked = [sets[objective][i] for i in training_rows(sets, objective, args.per_objective, args.questions)]
+            # tokenised and cut exactly as training and the warm start read them, up to the decision position
+            rows = TokenizedDataset(picked, tokenizer, recipe.data.max_length, recipe.data.template, objective,
+                                    progress=False)
+            features.append(decision_residuals(model, [prompt_ids(f) for f in rows.features], frame))
+            labels += [label_of[j]] * len(picked)
+        x, y = np.concatenate(features), np.array(labels)
     groups = validation_prompts(default_data_dir(recipe.data.data_dir))
     val = {g: decision_residuals(model, [encode_prompt(tokenizer, p, template=recipe.data.template) for p in prompts],
                                  frame)
            for g, prompts in groups.items()}
     out = {"recipe": args.config, "overrides": args.overrides,
            "per_objective": 0 if args.within else args.per_objective, "questions": args.questions,
-           "pool": args.pool, "binary": args.binary or bool(args.within), "within": args.within, "layers": {}}
+           "pool": args.pool, "binary": binary, "within": args.within, "layers": {}}
 
     def fit(x, y):
         return LogisticRegression(max_iter=2000, C=0.1, class_weight="balanced").fit(x, y)
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.within:
             predictions = within_predictions({g: v[:, layer] for g, v in val.items()}, targets, names, args.within, fit)
         else:
-            probe = fit(np.concatenate(features)[:, layer], np.array(labels))
+            probe = fit(x[:, layer], y)
             predictions = {g: probe.predict(v[:, layer]) for g, v in val.items()}
         counts, accuracy = read_groups(predictions, names, targets)
         out["layers"][layer] = {"routed_to": counts, "accuracy": accuracy}

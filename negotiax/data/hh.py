@@ -8,15 +8,16 @@ from __future__ import annotations
 from .records import RowError, row_id, text
 from .schema import Example
 
-HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"  # a turn's marker inside the dialogue
+OPENER = HUMAN.strip()  # the first turn's, once the dialogue is stripped
 
 
 def first_exchange(dialogue: str) -> tuple[str, str]:
     """(first human turn, the assistant's reply to it), both stripped, from a dialogue stripped of its leading
     blank lines."""
-    if not dialogue.startswith(HUMAN.strip()):
-        raise RowError(f"the dialogue does not open with a {HUMAN.strip()!r} turn: {dialogue[:60]!r}")
-    prompt, found, reply = dialogue[len(HUMAN.strip()):].partition(ASSISTANT)
+    if not dialogue.startswith(OPENER):
+        raise RowError(f"the dialogue does not open with a {OPENER!r} turn: {dialogue[:60]!r}")
+    prompt, found, reply = dialogue[len(OPENER):].partition(ASSISTANT)
     if not found:
         raise RowError(f"the first human turn has no {ASSISTANT.strip()!r} reply: {dialogue[:60]!r}")
     prompt, reply = prompt.strip(), reply.partition(HUMAN)[0].strip()
