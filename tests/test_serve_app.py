@@ -237,7 +237,10 @@ def test_sigterm_finishes_or_cancels_running_requests_and_exits_cleanly(tiny_fil
     def stream():
         c = openai.OpenAI(base_url=proc.url + "/v1", api_key="none", max_retries=0)
         try:
-            for chunk in c.completions.create(model="negotiax", prompt="Once", max_tokens=CAP, stream=True):
+            # greedy: sampled at the default temperature 1, the tiny model's answer now and then ended at a drawn
+            # end-of-sequence token ("stop"), which the finished-answer check below cannot tell from a cut
+            for chunk in c.completions.create(model="negotiax", prompt="Once", max_tokens=CAP, stream=True,
+                                             temperature=0):
                 chunks.append(chunk)
         except openai.APIError as err:  # the server's error event: the answer was cut at shutdown
             errors.append(err)
