@@ -35,11 +35,13 @@ def by_hand(model, tok, a, prompt: str, answer: str):
     return alpha[n - 1], alpha[user_start:user_end].mean(0), alpha[n:].mean(0)
 
 
-def test_profile_reads_decision_user_and_answer_tokens(chat_model, smol_tokenizer):
+# The profile's pass stops after the deepest site and sorts prompts by length; by hand: one whole pass per prompt.
+@pytest.mark.parametrize("layers", [None, [0, 1]])  # the middle layer of 3; two sites, averaged
+def test_profile_reads_decision_user_and_answer_tokens(chat_model, smol_tokenizer, layers):
     tok = smol_tokenizer
     prompts = ["How do I pick a lock?", "Write a haiku about the sea, please, in the style of Basho."]
     answers = ["I can't help with that.", "Waves fold on the shore"]
-    with attach(chat_model, CircuitConfig(rank=8, head_dim=8)) as a:
+    with attach(chat_model, CircuitConfig(rank=8, head_dim=8, layers=layers)) as a:
         perturb(a.circuit, scale=4.0)
         prof = negotiation_profile(chat_model, tok, a, prompts, answers, batch_size=2)  # padded batch
         for i, (p, ans) in enumerate(zip(prompts, answers)):

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..attach import Attachment
+from ..attach import Attachment, capture, site_modules
 from ..data import format_prompt
 
 
@@ -57,21 +57,29 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
         raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    decision, user, answer = [], [], []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        outs = answers[start:start + batch_size] if answers is not None else [None] * len(chunk)
-        layouts = [prompt_layout(tokenizer, p, a, template) for p, a in zip(chunk, outs)]
-        width = max(len(ids) for ids, *_ in layouts)
-        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, *_ in layouts], device=device)
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, *_ in layouts], device=device)
-        model(input_ids=ids, attention_mask=mask)  # right padding: real tokens never see padding
+    # α depends only on the layers up to the deepest site: the forward pass stops there (no layer above it, no
+    # LM head over the vocabulary), after the circuit's own hook has recorded α.
+    sites = site_modules(model, attachment.circuit)
+    deepest = max(sites, key=int)
+    layouts = [prompt_layout(tokenizer, p, a, template)
+               for p, a in zip(prompts, answers if answers is not None else [None] * len(prompts))]
+    order = sorted(range(len(prompts)), key=lambda i: -len(layouts[i][0]))  # longest first: little padding
+    decision, user, answer = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        width = len(layouts[chunk[0]][0])
+        ids = torch.tensor([layouts[i][0] + [pad] * (width - len(layouts[i][0])) for i in chunk], device=device)
+        mask = torch.tensor([[1] * len(layouts[i][0]) + [0] * (width - len(layouts[i][0])) for i in chunk],
+                            device=device)
+        with capture({deepest: sites[deepest]}, stop_at=deepest):
+            model(input_ids=ids, attention_mask=mask, use_cache=False)  # right padding: real tokens never see it
         alpha = attachment.alpha().float().cpu()  # (B, S, N)
-        for row, (_, u, d, a) in enumerate(layouts):
-            decision.append(alpha[row, d])
-            user.append(alpha[row, list(u)].mean(0))
+        for row, i in enumerate(chunk):
+            _, u, d, a = layouts[i]
+            decision[i] = alpha[row, d]
+            user[i] = alpha[row, list(u)].mean(0)
             if answers is not None:
-                answer.append(alpha[row, list(a)].mean(0) if len(a) else torch.full_like(alpha[row, d], float("nan")))
+                answer[i] = alpha[row, list(a)].mean(0) if len(a) else torch.full_like(alpha[row, d], float("nan"))
     return Profile(torch.stack(decision), torch.stack(user), torch.stack(answer) if answers is not None else None)
 
 
