@@ -7,7 +7,7 @@ the pathway deltas z_i - h, so they are zero too, and W_o can start small-random
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -36,6 +36,10 @@ class CircuitConfig:
     # so no objective's score exceeds another's by more than 2c and a preference beta of a few units can always
     # move alpha. None: no cap.
     logit_cap: float | None = None
+    # Hard routing threshold theta: at each token, the objective with the most say (alpha) acts alone, and only
+    # when its alpha reaches theta; below it no pathway acts and h passes unchanged. Teacher-forced training rows
+    # are unaffected (they mix one objective alone already). None: the soft mixture alpha.
+    gate: float | None = None
     layers_path: str | None = None  # explicit dotted path to the decoder ModuleList, if discovery fails
 
     def __post_init__(self) -> None:
@@ -53,6 +57,10 @@ class CircuitConfig:
             raise ValueError(f"circuit.activation={self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
         if self.logit_cap is not None and not (math.isfinite(self.logit_cap) and self.logit_cap > 0):
             raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive finite number, or null for no cap")
+        if self.gate is not None and not (0 < self.gate <= 1):
+            raise ValueError(f"circuit.gate={self.gate!r}: give a threshold on alpha in (0, 1], or null for soft mixing")
+        if self.gate is not None and not self.has_negotiation:
+            raise ValueError(f"circuit.gate={self.gate}: variant {self.variant!r} has no negotiation to route by")
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 
@@ -136,10 +144,11 @@ class Negotiation(nn.Module):
     """
 
     def __init__(self, d: int, n: int, head_dim: int = 64, axis_embeddings: bool = True,
-                 logit_cap: float | None = None) -> None:
+                 logit_cap: float | None = None, gate: float | None = None) -> None:
         super().__init__()
         self.k = head_dim
         self.logit_cap = logit_cap
+        self.gate = gate
         self.axis = nn.Parameter(torch.randn(n, d) * 0.02) if axis_embeddings else None
         self.qkv = nn.Parameter(torch.randn(d, 3 * head_dim) / math.sqrt(d))  # [W_q | W_k | W_v]
         # W_o small-random: the values (pathway deltas) are zero at init, so Delta = 0 all the same, and the
@@ -181,16 +190,19 @@ class Negotiation(nn.Module):
             logits = torch.where(rows & forced, torch.zeros_like(logits), logits)
         logits = logits.masked_fill(muted, float("-inf"))
         attn = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # all muted -> zeros, not NaN
-        mix = attn
-        if route is not None:
-            teacher = F.one_hot(route.clamp(min=0), attn.shape[-1]).to(attn.dtype)[:, None, None, :]
-            mix = torch.where((route >= 0)[:, None, None, None], teacher.expand_as(attn), attn)
-        mixed = mix @ v  # (B, S, N, k)
         # A muted objective also loses its query row: its pathway contributes nothing at all.
         keep = (~muted).to(attn.dtype)
         keep = keep[:, None] if keep.dim() == 1 else keep.transpose(-1, -2)  # (N, 1) or (B, 1, N, 1): per query
-        mixed = mixed * keep
         alpha = (attn * keep).sum(-2) / keep.sum(-2).clamp(min=1)  # mean over live queries
+        mix = attn
+        if self.gate is not None:  # every query mixes the top objective alone, as in teacher-forced training
+            top, best = alpha.max(-1)
+            chosen = F.one_hot(best, attn.shape[-1]).to(attn.dtype) * (top >= self.gate).to(attn.dtype)[..., None]
+            mix = chosen.unsqueeze(-2).expand_as(attn)
+        if route is not None:
+            teacher = F.one_hot(route.clamp(min=0), attn.shape[-1]).to(attn.dtype)[:, None, None, :]
+            mix = torch.where((route >= 0)[:, None, None, None], teacher.expand_as(attn), mix)
+        mixed = (mix @ v) * keep  # (B, S, N, k)
         return mixed.flatten(-2) @ self.out, alpha
 
 
@@ -207,7 +219,7 @@ class SiteCircuit(nn.Module):
         self.negotiation = None
         if cfg.has_negotiation:
             self.negotiation = Negotiation(d, n, cfg.head_dim, axis_embeddings=not cfg.generic,
-                                           logit_cap=cfg.logit_cap)
+                                           logit_cap=cfg.logit_cap, gate=cfg.gate)
             self.negotiation.qkv.requires_grad_(not cfg.frozen)
         self.register_buffer("bias", torch.zeros(n), persistent=False)  # preference beta
         self.route: torch.Tensor | None = None  # teacher-forced routing per row, set by the trainer only
@@ -289,6 +301,12 @@ class Circuit(nn.Module):
     def mute(self, *objectives: str) -> None:
         """Mute objectives (beta = -inf) on top of the current preference."""
         self.set_preference(self.muted(*objectives))
+
+    def set_gate(self, gate: float | None) -> None:
+        """Hard routing at threshold `gate` (see CircuitConfig.gate) on a built or loaded circuit; None: soft."""
+        self.cfg = replace(self.cfg, gate=gate)  # the recipe's checks, naming circuit.gate
+        for site in self.sites.values():
+            site.negotiation.gate = gate
 
     def force_route(self, route: torch.Tensor | None) -> None:
         """Training only: rows b with route[b] = j >= 0 mix objective j's update alone (teacher-forced

@@ -40,11 +40,14 @@ OFF_BY_DEFAULT = {
     "train.route_fit_prompts": 0, "train.route_fit_steps": 50, "train.route_fit_lr": 0.01,
     "train.route_decision_share": 0.0,  # the routing loss's share at the decision position: 0, as before
     "circuit.logit_cap": None,  # the negotiation's logits uncapped, as before
+    "circuit.gate": None,  # the soft mixture alpha, as before (hard routing added later)
     "train.lambda_off": 0.0,  # no off-target penalty, as before
     # a data source's fields added later (see SOURCE_OFF_BY_DEFAULT)
     "data.benign.offset": 0, "data.benign.route": None, "data.benign.prompt_match": None,
     "data.benign.response": None, "data.benign.categories": None,
 }
+# The same for CircuitConfig fields added after generation records named a circuit's whole configuration.
+CIRCUIT_ADDED = {"gate": None}
 # The same for fields added later to the data sources listed under data.train / data.test (lists of mappings).
 SOURCE_OFF_BY_DEFAULT = {"offset": 0, "route": None, "prompt_match": None, "response": None, "categories": None}
 FRESH_HINT = ("re-run with --fresh to start over (the old outputs are renamed to <name>.old-<timestamp>; "
@@ -138,7 +141,10 @@ def circuit_identity(attachment) -> dict | None:
     if attachment is None:
         return None
     circuit = attachment.circuit
-    return {"weights": tensors_checksum(circuit.state_dict()), "config": dataclasses.asdict(circuit.cfg),
+    # a circuit field added later is left out at its old-behaviour value, so that older records still match
+    config = {k: v for k, v in dataclasses.asdict(circuit.cfg).items()
+              if not (k in CIRCUIT_ADDED and canonical(v) == canonical(CIRCUIT_ADDED[k]))}
+    return {"weights": tensors_checksum(circuit.state_dict()), "config": config,
             "preference": preference_in_effect(attachment)}
 
 

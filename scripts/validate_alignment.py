@@ -12,7 +12,10 @@ Validation prompts (disjoint from the test subsets `negotiax run` scores, which 
 It prints one JSON line: the routing accuracy at the decision position per prompt type, the refusal rate on
 the harmful prompts at each harmless preference in --betas, the over-refusal on the benign prompts (at each
 preference in --benign-betas, default 0; --mute adds -inf, harmless muted), and the base model's rates;
---json writes the same (plus a few answers) to a file.
+--json writes the same (plus a few answers) to a file. --gate T decodes the trained circuit with hard routing at
+threshold T (circuit.gate) whatever the recipe says; the recipe's training is the same for every T when all its rows
+are teacher-forced, so one trained circuit is measured at several thresholds by running again with the same
+output_dir (training and the base model's answers are reused).
 """
 from __future__ import annotations
 
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="harmless preferences to measure over-refusal at (each must also be in --betas)")
     p.add_argument("--mute", action="store_true",
                    help="also measure refusal and over-refusal with harmless muted (beta = -inf: its pathway off)")
+    p.add_argument("--gate", type=float,
+                   help="decode with hard routing at this threshold (circuit.gate) instead of the recipe's own: one "
+                        "trained circuit serves every threshold, since teacher-forced training never mixes")
     p.add_argument("--max-new-tokens", type=int, default=40)
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
@@ -74,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--benign-betas {args.benign_betas}: each must also be in --betas {args.betas}")
     logging.basicConfig(level=logging.WARNING)
     recipe = load_recipe(args.config, args.overrides)
+    forcing = recipe.train.route_forcing
+    if args.gate is not None and min(forcing.values() if isinstance(forcing, dict) else [forcing]) < 1:
+        p.error(f"--gate: train.route_forcing={forcing!r} trains some rows on the negotiation's own mixing, which the "
+                f"gate changes; give circuit.gate={args.gate} as an override instead (it trains a circuit for it)")
     train_from_recipe(recipe)
     prompts = validation_prompts(default_data_dir(recipe.data.data_dir))
     model, tokenizer = load_backbone(recipe.model)
@@ -87,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                              "over_refusal_benign_hb": rate(generate(model, tokenizer, benign_hb, gen,
                                                                      out_dir / "base-benign_hb.jsonl"))}}
     attachment = load_circuit(Path(recipe.output_dir) / "circuit", model)
+    tag = ""
+    if args.gate is not None:
+        attachment.circuit.set_gate(args.gate)
+        tag = f"-gate{args.gate:g}"
+        result["gate"] = args.gate
     profiles = profiles_by_group(model, tokenizer, attachment, prompts, template=recipe.generate.template)
     summary = summarize(profiles, {"harmful": "harmless", "benign": "helpful", "benign_hb": "helpful",
                                    "honest": "honest"},
@@ -96,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     samples = {}
     for beta in args.betas:
         cfg = replace(gen, preference={"harmless": beta})
-        rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}.jsonl", attachment=attachment)
+        rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}{tag}.jsonl", attachment=attachment)
         result[f"refusal_harmful@{beta:+g}"] = rate(rows)
         if beta in args.benign_betas:
-            benign_rows = generate(model, tokenizer, benign, cfg, out_dir / f"benign{beta:+g}.jsonl",
+            benign_rows = generate(model, tokenizer, benign, cfg, out_dir / f"benign{beta:+g}{tag}.jsonl",
                                    attachment=attachment)
             result[f"over_refusal_benign@{beta:+g}"] = rate(benign_rows)
             result[f"over_refusal_benign_hb@{beta:+g}"] = rate(generate(
-                model, tokenizer, benign_hb, cfg, out_dir / f"benign_hb{beta:+g}.jsonl", attachment=attachment))
+                model, tokenizer, benign_hb, cfg, out_dir / f"benign_hb{beta:+g}{tag}.jsonl", attachment=attachment))
             if beta == 0:
                 samples = {"harmful": [r["output"] for r in rows[:4]], "benign": [r["output"] for r in benign_rows[:4]]}
     print(json.dumps(result))

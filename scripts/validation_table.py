@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/validation_table.py runs/val/*/val.json
 
-One row per run: its overrides (less output_dir and progress), the decision-position routing accuracy per
+One row per run: its overrides (less output_dir and progress) and any --gate it was decoded at, the decision-position routing accuracy per
 validation group, refusal on the harmful prompts at each harmless preference, and over-refusal on the benign
 prompts (at 0) and on the helpful_base ones (at each preference measured), with the base model's rates in the
 first row. Every number is read from the files.
@@ -37,7 +37,8 @@ def table(runs: list[dict]) -> str:
                  + " | ".join(_cell(base.get("over_refusal_benign_hb")) if float(b) == 0 else "–" for b in hb_betas) + " |")
     for r in runs:
         kept = [o for o in r["overrides"] if not o.startswith(("output_dir=", "train.progress="))]
-        name = " ".join([f"`{Path(r['recipe']).name}`"] + [f"`{o}`" for o in kept])
+        decoded = [f"`--gate {r['gate']:g}`"] if r.get("gate") is not None else []  # the circuit decoded hard-routed
+        name = " ".join([f"`{Path(r['recipe']).name}`"] + [f"`{o}`" for o in kept] + decoded)
         cells = [_cell(r["routing_accuracy"].get(g)) for g in GROUPS]
         cells += [_cell(r.get(f"refusal_harmful@{b}")) for b in betas]
         cells += [_cell(r.get("over_refusal_benign@+0"))] + [_cell(r.get(f"over_refusal_benign_hb@{b}")) for b in hb_betas]

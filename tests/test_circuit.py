@@ -111,7 +111,8 @@ def test_full_rank_option_has_d_by_d_maps():
 
 @pytest.mark.parametrize("bad", [dict(variant="fancy"), dict(site="mlp"), dict(rank=0), dict(objectives=["a", "a"]),
                                  dict(activation="tanhh"), dict(logit_cap=0.0), dict(logit_cap=-2.0),
-                                 dict(logit_cap=float("inf"))])
+                                 dict(logit_cap=float("inf")), dict(gate=0.0), dict(gate=1.5),
+                                 dict(gate=0.5, variant="pathways")])
 def test_config_errors_name_the_option(bad):
     with pytest.raises(ValueError, match=f"circuit.{next(iter(bad))}"):
         CircuitConfig(**bad)
@@ -202,6 +203,50 @@ def test_positive_infinity_gives_exactly_that_objectives_update(cap):
     assert torch.allclose(site(h).hidden, out.hidden, atol=1e-6)
 
 
+@torch.no_grad()
+def test_gate_gives_each_token_its_top_objectives_update_alone_or_none():
+    """Hard routing (circuit.gate = theta), by hand per token: with alpha from the soft negotiation, the objective
+    with the most say acts alone (every query takes its value, as in teacher-forced training) when its alpha
+    reaches theta; otherwise Delta = 0."""
+    site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4, logit_cap=2.0))
+    perturb(site, scale=2.0)
+    h = torch.randn(3, 6, 16) * 2
+    soft = site(h)
+    theta = float(soft.alpha.max(-1).values.median())  # some tokens above, some below
+    site.negotiation.gate = theta
+    gated = site(h)
+    assert torch.equal(gated.alpha, soft.alpha)  # alpha still reports the negotiation's own weights
+    k = site.negotiation.k
+    values = site.pathways.deltas(h) @ site.negotiation.qkv[:, 2 * k:]  # (B, S, N, k)
+    above = 0
+    for b in range(h.shape[0]):
+        for s in range(h.shape[1]):
+            top = int(soft.alpha[b, s].argmax())
+            if soft.alpha[b, s, top] >= theta:
+                above += 1
+                expected = h[b, s] + torch.cat([values[b, s, top]] * 3) @ site.negotiation.out
+                assert torch.allclose(gated.hidden[b, s], expected, atol=1e-5)
+            else:
+                assert torch.equal(gated.hidden[b, s], h[b, s])
+    assert 0 < above < h.shape[0] * h.shape[1]
+    # beta = +inf still gives exactly that objective's update; all muted, none.
+    site.bias = torch.tensor([0.0, float("inf"), 0.0])
+    expected = torch.cat([values[..., 1, :]] * 3, dim=-1) @ site.negotiation.out
+    assert torch.allclose(site(h).hidden - h, expected, atol=1e-5)
+    site.bias = torch.full((3,), float("-inf"))
+    assert torch.equal(site(h).hidden, h)
+
+
+def test_gate_leaves_teacher_forced_rows_alone():
+    site = SiteCircuit(16, CircuitConfig(head_dim=8, rank=4))
+    perturb(site, scale=2.0)
+    h = torch.randn(2, 4, 16)
+    site.route = torch.tensor([2, 0])
+    forced = site(h).hidden
+    site.negotiation.gate = 0.9
+    assert torch.equal(site(h).hidden, forced)
+
+
 def test_preference_per_sequence_matches_each_sequence_alone():
     circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0])
     perturb(circuit)
@@ -224,3 +269,14 @@ def test_preference_rejects_nan_and_unknown_objectives():
         circuit.set_preference({"harmless": float("nan")})
     with pytest.raises(ValueError, match="unknown objective"):
         circuit.set_preference({"kind": 1.0})
+
+
+def test_set_gate_on_a_built_circuit_checks_the_threshold():
+    circuit = Circuit(CircuitConfig(head_dim=8, rank=4), 16, [0, 1])
+    circuit.set_gate(0.7)
+    assert circuit.cfg.gate == 0.7 and all(site.negotiation.gate == 0.7 for site in circuit.sites.values())
+    with pytest.raises(ValueError, match="circuit.gate"):
+        circuit.set_gate(2.0)
+    assert circuit.cfg.gate == 0.7  # a refused threshold changes nothing
+    circuit.set_gate(None)
+    assert all(site.negotiation.gate is None for site in circuit.sites.values())

@@ -85,3 +85,20 @@ def test_data_source_fields_added_later_leave_an_old_record_matching_at_their_de
     assert fp.settings(koala)["data.train.helpful"] == [{"path": "a.json", "categories": ["koala"]}]
     other = {"eval": {"parts": [{"offset": 0, "route": None}]}}  # not a data source list: kept whole
     assert fp.settings(other)["eval.parts"] == [{"offset": 0, "route": None}]
+
+
+def test_circuit_gate_added_later_leaves_old_records_matching_when_off():
+    """A generation record written before circuit.gate existed named the circuit's config without it."""
+    from negotiax import CircuitConfig, attach
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from conftest import TINY
+
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**TINY))
+    with attach(model, CircuitConfig(rank=4, head_dim=4)) as a:
+        now = fp.circuit_identity(a)
+        assert "gate" not in now["config"] and now["config"]["logit_cap"] is None  # as records made before the gate
+        a.circuit.cfg.gate = 0.6
+        assert fp.circuit_identity(a)["config"]["gate"] == 0.6  # any other value counts
+    assert fp.settings({"circuit": {"gate": None, "rank": 4}}) == {"circuit.rank": 4}
+    assert fp.settings({"circuit": {"gate": 0.6}}) == {"circuit.gate": 0.6}
