@@ -398,13 +398,22 @@ def _examples(run_dir: Path, systems: list[str], per_objective: int = 3) -> list
     return sorted(out, key=lambda e: e["objective"])
 
 
+def _routing_note(cfg) -> str:
+    if not cfg.has_negotiation:
+        return ""
+    if cfg.gate is None:
+        return " The pathways' updates are mixed by the negotiation's weights alpha."
+    return (f" Hard routing: at each token the objective with the most say acts alone when its alpha is at least "
+            f"{cfg.gate:g}; below that no pathway acts.")
+
+
 def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict, train_rows: list[dict],
                       training: dict[str, dict], sweep: list[dict], started: float, now: dict) -> Path:
     systems = {s: r["metrics"] for s, r in results.items()}
     summary = training.get("negotiax", {})
     notes = [f"Backbone: {recipe.model.name_or_path}; circuit: {recipe.circuit.variant} at layers "
              f"{recipe.circuit.layers or 'middle'}, rank {recipe.circuit.rank}, head {recipe.circuit.head_dim}, "
-             f"objectives {', '.join(recipe.circuit.objectives)}.",
+             f"objectives {', '.join(recipe.circuit.objectives)}." + _routing_note(recipe.circuit),
              f"Training: {recipe.train.steps} steps, each with one batch per objective ({recipe.data.batch_size} "
              f"sequences per step, split by mixture weights {recipe.data.mixture_weights or 'equal'}, which "
              "also weight each objective's loss).",
@@ -420,7 +429,7 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
         notes.append("Held-out response CE before -> after training: " + ", ".join(
             f"{o} {summary['eval_ce_before'][o]:.3f} -> {summary['eval_ce_after'][o]:.3f}"
             for o in summary["eval_ce_after"]))
-    settings = {"data": asdict(recipe.data), "train": asdict(recipe.train), "eval": asdict(recipe.eval),
+    settings = {"circuit": asdict(recipe.circuit), "data": asdict(recipe.data), "train": asdict(recipe.train), "eval": asdict(recipe.eval),
                 "run": asdict(recipe.run), "provenance": read_json(run_dir / "provenance.json")}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
