@@ -10,29 +10,16 @@ prints the ratios and the largest differences.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import time
 
-from negotiax.backbone import load_backbone
+from before_after import setup
 from negotiax.data.formatting import format_prompt
 from negotiax.evaluation.metrics import continuation_logprobs, mc_scores
-from negotiax.pipeline import load_tests
-from negotiax.recipe import load_recipe
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--old", required=True, help="a metrics.py holding the baseline continuation_logprobs")
-    p.add_argument("--batch-size", type=int, default=16)
-    args = p.parse_args()
-    # loaded as a module of the package, so that its relative imports resolve
-    spec = importlib.util.spec_from_file_location("negotiax.evaluation._metrics_before", args.old)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)
-    recipe = load_recipe("configs/quick.yaml", [])
-    tests = load_tests(recipe)
-    model, tokenizer = load_backbone(recipe.model)
+    args, old, recipe, tests, model, tokenizer = setup(
+        __doc__, "a metrics.py holding the baseline continuation_logprobs", "negotiax.evaluation")
     pairs = []
     for objective in ("helpful", "honest"):
         for ex in tests[objective][:80]:

@@ -12,30 +12,18 @@ difference.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import time
 
 import torch
 
+from before_after import setup
 from negotiax import attach
-from negotiax.backbone import load_backbone
 from negotiax.evaluation.negotiation import negotiation_profile
-from negotiax.pipeline import load_tests
-from negotiax.recipe import load_recipe
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--old", required=True, help="a negotiation.py holding the baseline negotiation_profile")
-    p.add_argument("--batch-size", type=int, default=16)
-    args = p.parse_args()
-    spec = importlib.util.spec_from_file_location("negotiax.evaluation._negotiation_before", args.old)
-    old = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(old)
-    recipe = load_recipe("configs/quick.yaml", [])
-    tests = load_tests(recipe)
-    model, tokenizer = load_backbone(recipe.model)
+    args, old, recipe, tests, model, tokenizer = setup(
+        __doc__, "a negotiation.py holding the baseline negotiation_profile", "negotiax.evaluation")
     prompts, answers = [], []
     for examples in tests.values():
         for ex in examples:
