@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 VARIANTS = ("base", "pathways", "mac", "negotiax", "branched")
+NEGOTIATING = ("mac", "negotiax")  # the variants with a negotiation (Module II)
 SITES = ("attn", "block")
 ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu, "identity": lambda x: x}
 
@@ -64,6 +65,13 @@ class CircuitConfig:
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 
+    def derived(self, **changes) -> "CircuitConfig":
+        """This configuration with `changes`, for an ablation or a baseline built from a recipe: a variant without
+        a negotiation drops the recipe's gate (it has no alpha to route by) unless `changes` names one."""
+        if changes.get("variant", self.variant) not in NEGOTIATING:
+            changes = {"gate": None, **changes}
+        return replace(self, **changes)
+
     @property
     def n_objectives(self) -> int:
         return len(self.objectives)
@@ -76,7 +84,7 @@ class CircuitConfig:
     @property
     def has_negotiation(self) -> bool:
         """Module II mixes the pathways with weights α (mac, negotiax); the others have no α to read."""
-        return self.variant in ("mac", "negotiax")
+        return self.variant in NEGOTIATING
 
     @property
     def decodes_by_branch(self) -> bool:

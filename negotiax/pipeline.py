@@ -153,7 +153,7 @@ def sft_lora_recipe(recipe: Recipe) -> Recipe:
     """The `sft-lora` baseline of a recipe: no circuit, LoRA on the backbone (train.sft_lora), the same data,
     steps, batches, schedule and seed, trained into <output_dir>/sft-lora."""
     return replace(recipe, name=f"{recipe.name}-sft-lora", output_dir=str(Path(recipe.output_dir) / "sft-lora"),
-                   circuit=replace(recipe.circuit, variant="base"), train=recipe.train.for_sft_lora())
+                   circuit=recipe.circuit.derived(variant="base"), train=recipe.train.for_sft_lora())
 
 
 def loss_weights(mixture: dict[str, float] | None, objectives: list[str]) -> dict[str, float]:

@@ -25,6 +25,21 @@ def test_grid_expands_pairs_sweeps_and_orders_branched():
         AblateConfig(variants=["lora"])
 
 
+def test_entries_of_a_gated_recipe_keep_the_gate_only_where_there_is_a_negotiation(tmp_path):
+    """A recipe with hard routing (circuit.gate): its baselines and pathway-only ablations have no alpha to route
+    by, so they are built without the gate instead of failing; the negotiating entries keep it."""
+    from negotiax.experiments.ablate import entry_recipe
+    from negotiax.pipeline import sft_lora_recipe
+    from negotiax.recipe import load_recipe
+
+    recipe = load_recipe("configs/quick.yaml", ["circuit.gate=0.6"])
+    gates = {e.name: entry_recipe(recipe, e, tmp_path).circuit.gate
+             for e in grid(AblateConfig(variants=["base", "pathways", "branched", "mac", "negotiax", "A1", "sft-lora"]))}
+    assert gates == {"base": None, "pathways": None, "branched": None, "mac": 0.6, "negotiax": 0.6, "A1": 0.6,
+                     "sft-lora": None}
+    assert sft_lora_recipe(recipe).circuit.gate is None and recipe.circuit.gate == 0.6
+
+
 @pytest.fixture
 def recipe_file(tmp_path, smol_tokenizer, data_dir):
     model = tiny_vocab_model(smol_tokenizer)

@@ -114,7 +114,7 @@ def entry_recipe(base: Recipe, entry: Entry, out_dir: Path) -> Recipe:
     if entry.kind == SFT_LORA:
         return dataclasses.replace(sft_lora_recipe(base), name=f"{base.name}-{slug(entry.name)}",
                                    output_dir=str(out_dir / slug(entry.name)), seed=seed)
-    circuit = dataclasses.replace(base.circuit, **entry.circuit)
+    circuit = base.circuit.derived(**entry.circuit)
     return dataclasses.replace(base, circuit=circuit, name=f"{base.name}-{slug(entry.name)}",
                                output_dir=str(out_dir / slug(entry.name)), seed=seed)
 
