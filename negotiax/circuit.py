@@ -39,7 +39,8 @@ class CircuitConfig:
     logit_cap: float | None = None
     # Hard routing threshold theta: at each token, the objective with the most say (alpha) acts alone, and only
     # when its alpha reaches theta; below it no pathway acts and h passes unchanged. Teacher-forced training rows
-    # are unaffected (they mix one objective alone already). None: the soft mixture alpha.
+    # are unaffected (they mix one objective alone already). None: the soft mixture alpha. Like logit_cap, it acts
+    # only in the variants with a negotiation (mac, negotiax).
     gate: float | None = None
     layers_path: str | None = None  # explicit dotted path to the decoder ModuleList, if discovery fails
 
@@ -60,8 +61,6 @@ class CircuitConfig:
             raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive finite number, or null for no cap")
         if self.gate is not None and not (0 < self.gate <= 1):
             raise ValueError(f"circuit.gate={self.gate!r}: give a threshold on alpha in (0, 1], or null for soft mixing")
-        if self.gate is not None and not self.has_negotiation:
-            raise ValueError(f"circuit.gate={self.gate}: variant {self.variant!r} has no negotiation to route by")
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 
@@ -312,6 +311,8 @@ class Circuit(nn.Module):
 
     def set_gate(self, gate: float | None) -> None:
         """Hard routing at threshold `gate` (see CircuitConfig.gate) on a built or loaded circuit; None: soft."""
+        if not self.cfg.has_negotiation:
+            raise ValueError(f"circuit.gate={gate}: variant {self.cfg.variant!r} has no negotiation to route by")
         self.cfg = replace(self.cfg, gate=gate)  # the recipe's checks, naming circuit.gate
         for site in self.sites.values():
             site.negotiation.gate = gate

@@ -111,8 +111,7 @@ def test_full_rank_option_has_d_by_d_maps():
 
 @pytest.mark.parametrize("bad", [dict(variant="fancy"), dict(site="mlp"), dict(rank=0), dict(objectives=["a", "a"]),
                                  dict(activation="tanhh"), dict(logit_cap=0.0), dict(logit_cap=-2.0),
-                                 dict(logit_cap=float("inf")), dict(gate=0.0), dict(gate=1.5),
-                                 dict(gate=0.5, variant="pathways")])
+                                 dict(logit_cap=float("inf")), dict(gate=0.0), dict(gate=1.5)])
 def test_config_errors_name_the_option(bad):
     with pytest.raises(ValueError, match=f"circuit.{next(iter(bad))}"):
         CircuitConfig(**bad)
@@ -280,3 +279,5 @@ def test_set_gate_on_a_built_circuit_checks_the_threshold():
     assert circuit.cfg.gate == 0.7  # a refused threshold changes nothing
     circuit.set_gate(None)
     assert all(site.negotiation.gate is None for site in circuit.sites.values())
+    with pytest.raises(ValueError, match="no negotiation"):
+        Circuit(CircuitConfig(variant="pathways", head_dim=8, rank=4), 16, [0]).set_gate(0.5)
