@@ -60,7 +60,8 @@ class CircuitConfig:
         if self.logit_cap is not None and not (math.isfinite(self.logit_cap) and self.logit_cap > 0):
             raise ValueError(f"circuit.logit_cap={self.logit_cap!r}: give a positive finite number, or null for no cap")
         if self.gate is not None and not (0 < self.gate <= 1):
-            raise ValueError(f"circuit.gate={self.gate!r}: give a threshold on alpha in (0, 1], or null for soft mixing")
+            raise ValueError(f"circuit.gate={self.gate!r}: give a threshold on alpha in (0, 1], or null for soft "
+                             "mixing")
         if isinstance(self.layers, int):
             self.layers = [self.layers]
 

@@ -429,8 +429,9 @@ def _write_run_report(recipe: Recipe, run_dir: Path, results: dict, alpha: dict,
         notes.append("Held-out response CE before -> after training: " + ", ".join(
             f"{o} {summary['eval_ce_before'][o]:.3f} -> {summary['eval_ce_after'][o]:.3f}"
             for o in summary["eval_ce_after"]))
-    settings = {"circuit": asdict(recipe.circuit), "data": asdict(recipe.data), "train": asdict(recipe.train), "eval": asdict(recipe.eval),
-                "run": asdict(recipe.run), "provenance": read_json(run_dir / "provenance.json")}
+    settings = {"circuit": asdict(recipe.circuit), "data": asdict(recipe.data), "train": asdict(recipe.train),
+                "eval": asdict(recipe.eval), "run": asdict(recipe.run),
+                "provenance": read_json(run_dir / "provenance.json")}
     md, _ = write_report(run_dir / "report", f"NegotiaX run: {recipe.name}", systems, train_rows=train_rows,
                          alpha=alpha, notes=notes, settings=settings, examples=_examples(run_dir, list(systems)),
                          training=training, sweep=sweep)

@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--benign-betas {args.benign_betas}: each must also be in --betas {args.betas}")
     logging.basicConfig(level=logging.WARNING)
     recipe = load_recipe(args.config, args.overrides)
-    forcing = recipe.train.route_forcing
-    if args.gate is not None and min(forcing.values() if isinstance(forcing, dict) else [forcing]) < 1:
-        p.error(f"--gate: train.route_forcing={forcing!r} trains some rows on the negotiation's own mixing, which the "
-                f"gate changes; give circuit.gate={args.gate} as an override instead (it trains a circuit for it)")
+    forced = recipe.circuit.supervises_routing and min(recipe.train.forcing_shares(recipe.circuit.objectives)) == 1
+    if args.gate is not None and not forced:
+        p.error(f"--gate: train.route_forcing={recipe.train.route_forcing!r} (variant {recipe.circuit.variant}) trains "
+                f"some rows on the negotiation's own mixing, which the gate changes; give circuit.gate={args.gate} as "
+                f"an override instead (it trains a circuit for it)")
     train_from_recipe(recipe)
     prompts = validation_prompts(default_data_dir(recipe.data.data_dir))
     model, tokenizer = load_backbone(recipe.model)
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = {}
     for beta in args.betas:
         cfg = replace(gen, preference={"harmless": beta})
-        rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}{tag}.jsonl", attachment=attachment)
+        rows = generate(model, tokenizer, harmful, cfg, out_dir / f"harmful{beta:+g}{tag}.jsonl",
+                        attachment=attachment)
         result[f"refusal_harmful@{beta:+g}"] = rate(rows)
         if beta in args.benign_betas:
             benign_rows = generate(model, tokenizer, benign, cfg, out_dir / f"benign{beta:+g}{tag}.jsonl",

@@ -96,3 +96,11 @@ def test_gradient_checkpointing_recomputes_the_circuit_in_backward():
     assert len(calls) == 1
     loss.backward()
     assert len(calls) == 2  # the checkpointed layer (and its hook) ran again during backward
+
+
+def test_forcing_shares_name_every_objective_and_default_unnamed_ones_to_zero():
+    from negotiax.train.config import TrainConfig
+
+    assert TrainConfig(route_forcing=0.5).forcing_shares(["helpful", "harmless"]) == [0.5, 0.5]
+    mapping = TrainConfig(route_forcing={"harmless": 1, "honest": "0.25"})
+    assert mapping.forcing_shares(["helpful", "harmless", "honest"]) == [0.0, 1.0, 0.25]

@@ -63,14 +63,14 @@ def negotiation_profile(model, tokenizer, attachment: Attachment, prompts: list[
     deepest = max(sites, key=int)
     layouts = [prompt_layout(tokenizer, p, a, template)
                for p, a in zip(prompts, answers if answers is not None else [None] * len(prompts))]
-    order = sorted(range(len(prompts)), key=lambda i: -len(layouts[i][0]))  # longest first: little padding
+    lengths = [len(ids) for ids, *_ in layouts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # longest first: little padding
     decision, user, answer = [None] * len(prompts), [None] * len(prompts), [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        width = len(layouts[chunk[0]][0])
-        ids = torch.tensor([layouts[i][0] + [pad] * (width - len(layouts[i][0])) for i in chunk], device=device)
-        mask = torch.tensor([[1] * len(layouts[i][0]) + [0] * (width - len(layouts[i][0])) for i in chunk],
-                            device=device)
+        width = lengths[chunk[0]]
+        ids = torch.tensor([layouts[i][0] + [pad] * (width - lengths[i]) for i in chunk], device=device)
+        mask = torch.tensor([[1] * lengths[i] + [0] * (width - lengths[i]) for i in chunk], device=device)
         with capture({deepest: sites[deepest]}, stop_at=deepest):
             model(input_ids=ids, attention_mask=mask, use_cache=False)  # right padding: real tokens never see it
         alpha = attachment.alpha().float().cpu()  # (B, S, N)

@@ -89,6 +89,11 @@ class TrainConfig:
     progress: bool = True  # tqdm bar
     sft_lora: SftLoraConfig = field(default_factory=SftLoraConfig)  # the LoRA SFT baseline's settings
 
+    def forcing_shares(self, objectives: list[str]) -> list[float]:
+        """train.route_forcing as one share per objective, in order; an objective the mapping does not name: 0."""
+        forcing = self.route_forcing
+        return [float(forcing.get(o, 0.0)) if isinstance(forcing, dict) else float(forcing) for o in objectives]
+
     def for_sft_lora(self) -> TrainConfig:
         """These settings as the `sft-lora` baseline trains: LoRA on the backbone, sized by `sft_lora`, at its
         learning rate (train.lr when it has none)."""

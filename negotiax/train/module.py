@@ -28,7 +28,8 @@ class CircuitTrainModule(nn.Module):
         self.attachment = attachment
         self.cfg = cfg
         self.routing = self.circuit is not None and self.circuit.cfg.supervises_routing
-        self.forcing = self._forcing_shares(cfg.route_forcing)
+        # Names the circuit lacks are left out: an ablation's pair of objectives keeps the recipe's mapping.
+        self.forcing = cfg.forcing_shares(self.circuit.objectives) if self.circuit is not None else []
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 objective: int, ce_rows: torch.Tensor | None = None,
@@ -63,16 +64,6 @@ class CircuitTrainModule(nn.Module):
             yield
         finally:
             self.circuit.force_route(None)
-
-    def _forcing_shares(self, forcing: float | dict) -> list[float]:
-        """train.route_forcing as one share per objective index ([] without a circuit). Names the circuit lacks
-        are left out: an ablation's pair of objectives keeps the recipe's mapping (the recipe checks the names)."""
-        if self.circuit is None:
-            return []
-        names = list(self.circuit.objectives)
-        if not isinstance(forcing, dict):
-            return [float(forcing)] * len(names)
-        return [float(forcing.get(name, 0.0)) for name in names]
 
     @contextmanager
     def _only_pathway(self, objective: int):
