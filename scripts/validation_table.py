@@ -3,9 +3,9 @@
     .venv/bin/python scripts/validation_table.py runs/val/*/val.json
 
 One row per run: its overrides (less output_dir and progress) and any --gate it was decoded at, the
-decision-position routing accuracy per validation group, refusal on the harmful prompts at each harmless preference, and over-refusal on the benign
-prompts (at 0) and on the helpful_base ones (at each preference measured), with the base model's rates in the
-first row. Every number is read from the files.
+decision-position routing accuracy per validation group, refusal on the harmful prompts at each harmless
+preference, and over-refusal on the benign prompts (at 0) and on the helpful_base ones (at each preference
+measured), with the base model's rates in the first row. Every number is read from the files.
 """
 from __future__ import annotations
 
