@@ -8,6 +8,9 @@ data with the data layer's MixtureSampler), alternating step by step so that mac
   baseline:  the same backbone without the circuit. A single zero vector (d,) is added by a forward hook at the
              same site (self-attention output of the same layer) and is the only trainable parameter, so the
              backward runs through exactly the same layers; response CE, backward, AdamW step on that vector.
+             Every configuration runs the LM head only where an answer token is predicted, as training does
+             (`backbone.logits_at`); --lm-head-everywhere adds the baseline as it was before, with logits at
+             every position.
 
   sft-lora:  (with --sft-lora) the baseline users would pick instead: LoRA SFT on a second copy of the backbone
              (train.sft_lora: r=2 on q_proj/v_proj of every layer, no circuit), response CE, backward through
@@ -16,6 +19,7 @@ data with the data layer's MixtureSampler), alternating step by step so that mac
 Prints tokens/s (real, non-padding tokens) of each, the median over rounds, and their ratio (target >= 0.9).
 
     .venv/bin/python benchmarks/bench_train.py [--model smollm2] [--batch-size 4] [--max-length 128] [--rounds 4]
+        [--sft-lora] [--lm-head-everywhere]
 """
 from __future__ import annotations
 
@@ -82,7 +86,18 @@ def circuit_step_fn(model, circuit_cfg, train_cfg):
     return step, sum(p.numel() for p in params)
 
 
-def baseline_step_fn(model, site_module):
+def answer_logits(model, b, every_position: bool = False):
+    """The logits the response CE reads: at the answer-predicting positions only (as training computes them),
+    or, with every_position, the LM head at every position (as training did before)."""
+    from negotiax.backbone import logits_at
+    from negotiax.train.losses import prediction_mask
+
+    if every_position:
+        return model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
+    return logits_at(model, b["input_ids"], b["attention_mask"], prediction_mask(b["labels"]))
+
+
+def baseline_step_fn(model, site_module, every_position: bool = False):
     """A plain forward + backward of the frozen backbone, down to a zero vector at the circuit's site."""
     from negotiax.train.losses import response_ce
 
@@ -92,7 +107,7 @@ def baseline_step_fn(model, site_module):
     def step(batches):
         handle = site_module.register_forward_hook(bias.hook)
         for b in batches.values():
-            logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
+            logits = answer_logits(model, b, every_position)
             (response_ce(logits, b["labels"]) / len(batches)).backward()
         torch.nn.utils.clip_grad_norm_(bias.parameters(), 1.0)
         optimizer.step()
@@ -113,7 +128,7 @@ def sft_lora_step_fn(model, train_cfg):
 
     def step(batches):
         for b in batches.values():
-            logits = lora(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False).logits
+            logits = answer_logits(lora, b)
             (response_ce(logits, b["labels"]) / len(batches)).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -144,6 +159,9 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--sft-lora", action="store_true", help="also time LoRA SFT (train.sft_lora) on a copy")
+    parser.add_argument("--lm-head-everywhere", action="store_true",
+                        help="also time the baseline with the LM head at every position, not only where an answer "
+                             "token is predicted (how training computed its logits before logits_at)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -159,6 +177,8 @@ def main() -> None:
     circuit_step, n_params = circuit_step_fn(model, circuit_cfg, train_cfg)
     baseline_step = baseline_step_fn(model, site)
     steps = {"circuit": circuit_step, "baseline": baseline_step}
+    if args.lm_head_everywhere:
+        steps["baseline, LM head everywhere"] = baseline_step_fn(model, site, every_position=True)
     if args.sft_lora:
         steps["sft-lora"], n_lora = sft_lora_step_fn(load_backbone(name_or_path=args.model, device="cpu",
                                                                    dtype="float32")[0], train_cfg)
@@ -188,6 +208,9 @@ def main() -> None:
     print(f"baseline fwd+bwd : {tokens / base:9.1f} tokens/s")
     print(f"ratio circuit/baseline: {base / ours:.3f} overall, {statistics.median(ratios):.3f} median of "
           f"{len(ratios)} paired steps (target >= 0.9)")
+    if args.lm_head_everywhere:
+        print(f"baseline, LM head everywhere: {tokens / total['baseline, LM head everywhere']:9.1f} tokens/s; "
+              f"the answer positions alone are {total['baseline, LM head everywhere'] / base:.3f}x as fast")
     if lora_ratios:
         print(f"sft-lora training : {tokens / total['sft-lora']:9.1f} tokens/s ({n_lora} trainable parameters)")
         print(f"ratio circuit/sft-lora: {total['sft-lora'] / ours:.3f} overall, {statistics.median(lora_ratios):.3f} "

@@ -38,3 +38,21 @@ def test_bad_options_are_named():
         load_backbone(name_or_path="/nonexistent/model.gguf", device="cpu")
     with pytest.raises(ValueError, match="load_in_4bit needs a CUDA GPU"):
         load_backbone(name_or_path="/nonexistent", device="cpu", load_in_4bit=True)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gemma", "qwen2", "gpt2", "gpt_neox"])
+def test_logits_at_equals_the_full_forward_at_the_kept_positions(family):
+    """logits_at runs the LM head at the kept positions only; its rows are the full forward's, row by row."""
+    from negotiax.backbone import logits_at
+
+    model = tiny_model(family)
+    ids = torch.randint(0, model.config.vocab_size, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # right padding
+    keep = torch.zeros_like(ids, dtype=torch.bool)
+    keep[0, 2:6] = keep[1, 3:4] = keep[2, 0:7] = True
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        flat = logits_at(model, ids, mask, keep)
+    assert flat.shape == (int(keep.sum()), model.config.vocab_size)
+    assert torch.allclose(flat, torch.cat([full[0, 2:6], full[1, 3:4], full[2, 0:7]]), atol=1e-5)

@@ -39,6 +39,22 @@ def test_response_ce_matches_hand_computation_and_ignores_prompt():
     assert torch.allclose(response_ce(changed, labels), response_ce(logits, labels))
 
 
+def test_response_ce_from_the_answer_positions_alone_matches_hand_computation():
+    """The training module's form: logits only where prediction_mask is true, flattened row by row."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, 7, 11)
+    ids = torch.randint(0, 11, (2, 7))
+    labels = ids.clone()
+    labels[0, :2] = labels[1, :4] = labels[1, 6:] = -100  # prompts of 2 and 4 tokens, one padding token
+    expected = [-F.log_softmax(logits[b, t - 1], -1)[ids[b, t]] for b, ts in ((0, range(2, 7)), (1, range(4, 6)))
+                for t in ts]
+    flat = logits[prediction_mask(labels)]
+    assert flat.shape == (7, 11)
+    assert torch.allclose(response_ce(flat, labels), torch.stack(expected).mean())
+    with pytest.raises(ValueError, match="6 rows of logits for 7 response tokens"):
+        response_ce(flat[:6], labels)
+
+
 def test_response_ce_rejects_a_batch_without_response_tokens():
     with pytest.raises(ValueError, match="no response tokens"):
         response_ce(torch.randn(1, 4, 5), torch.full((1, 4), -100))

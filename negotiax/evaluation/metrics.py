@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..backbone import logits_at
 from ..data import format_prompt
 from ..data.formatting import _adds_bos
 from ..data.schema import Example
@@ -136,16 +137,21 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], batch_
         width = max(len(seqs[i][0]) + len(seqs[i][1]) for i in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
+        keep = torch.zeros_like(ids, dtype=torch.bool)  # the positions that predict the continuation
         for row, i in enumerate(chunk):  # right padding: positions stay 0..n-1 for every row
             c, a = seqs[i]
             ids[row, :len(c) + len(a)] = torch.tensor(c + a)
             mask[row, :len(c) + len(a)] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        for row, i in enumerate(chunk):  # normalise only the positions that predict the continuation
-            c, a = seqs[i]
-            logp = F.log_softmax(logits[row, len(c) - 1:len(c) + len(a) - 1].float(), -1)
-            tok = torch.tensor(a, device=device)
-            out[i] = (float(logp[torch.arange(len(a), device=device), tok].sum()), len(a))
+            keep[row, len(c) - 1:len(c) + len(a) - 1] = True
+        # the LM head and the normalisation run at those positions only, row after row in `logits`
+        logp = F.log_softmax(logits_at(model, ids.to(device), mask.to(device), keep.to(device)).float(), -1)
+        targets = torch.tensor([t for i in chunk for t in seqs[i][1]], device=device)
+        token_logp = logp[torch.arange(len(targets), device=device), targets]
+        at = 0
+        for i in chunk:
+            n = len(seqs[i][1])
+            out[i] = (float(token_logp[at:at + n].sum()), n)
+            at += n
     return out
 
 

@@ -44,11 +44,21 @@ def ce_labels(labels: torch.Tensor, ce_rows: torch.Tensor | None) -> torch.Tenso
 
 
 def response_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token cross-entropy averaged over the batch's response tokens."""
-    shift_logits = logits[:, :-1].float()
+    """Next-token cross-entropy averaged over the batch's response tokens.
+
+    logits: (B, S, V) at every position, or (n, V) at the positions that predict a response token only
+    (`prediction_mask(labels)`, row by row, as `backbone.logits_at` returns them).
+    """
     shift_labels = labels[:, 1:]
     if not (shift_labels != IGNORE).any():
         raise ValueError("a batch has no response tokens: every label is -100 (prompts too long for max_length?)")
+    if logits.dim() == 2:
+        targets = shift_labels[shift_labels != IGNORE]
+        if logits.size(0) != targets.numel():
+            raise ValueError(f"{logits.size(0)} rows of logits for {targets.numel()} response tokens: pass the "
+                             f"logits at prediction_mask(labels), or at every position")
+        return F.cross_entropy(logits.float(), targets)
+    shift_logits = logits[:, :-1].float()
     return F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
                            ignore_index=IGNORE)
 
@@ -147,6 +157,8 @@ def loss_terms(logits: torch.Tensor, labels: torch.Tensor, record: dict[int, Sit
                route_rows: torch.Tensor | None = None, lambda_off: float = 0.0) -> dict[str, torch.Tensor]:
     """Every named term, already weighted, plus their sum under "loss".
 
+    logits: every position's (B, S, V), or only those at prediction_mask(ce_labels(labels, ce_rows)), flattened
+    to (n, V) (what the training module computes: the LM head runs at the learnt answers' positions alone).
     `alpha` None (no Module II, or a variant without routing loss) or lambda_route 0 drops the routing term.
     The drift averages over response tokens, or over every real (non-padding) token with drift_tokens="all".
     lambda_off > 0 adds the off-target term at the positions that predict an answer token (`prediction_mask`),

@@ -12,7 +12,8 @@ from torch import nn
 
 from ..attach import Attachment, preference
 from .config import TrainConfig
-from .losses import ce_labels, loss_terms, response_ce
+from ..backbone import logits_at
+from .losses import ce_labels, loss_terms, prediction_mask, response_ce
 
 
 class CircuitTrainModule(nn.Module):
@@ -34,15 +35,16 @@ class CircuitTrainModule(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
                 objective: int, ce_rows: torch.Tensor | None = None,
                 route_rows: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        learnt = ce_labels(labels, ce_rows)  # route-only rows teach the routing term alone
         with self._only_pathway(objective), self._forced_routing(objective, input_ids.shape[0]):
-            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            # the logits of the positions that predict a learnt answer token, (n, V): no LM head elsewhere
+            logits = logits_at(self.backbone, input_ids, attention_mask, prediction_mask(learnt))
         if self.circuit is None:  # sft-lora: the response CE alone (route-only rows teach it nothing)
-            learnt = ce_labels(labels, ce_rows)
-            ce = response_ce(out.logits, learnt) if (learnt[:, 1:] != -100).any() else out.logits.sum() * 0
+            ce = response_ce(logits, learnt) if logits.size(0) else logits.sum() * 0  # keeps the graph
             return {"ce": ce, "loss": ce}
         record = dict(self.attachment.record)
         alpha = self.attachment.alpha() if self.routing else None
-        return loss_terms(out.logits, labels, record, alpha, self.circuit, objective,
+        return loss_terms(logits, labels, record, alpha, self.circuit, objective,
                           lambda_route=self.cfg.lambda_route, lambda_ref=self.cfg.lambda_ref,
                           lambda_orth=self.cfg.lambda_orth, drift_tokens=self.cfg.drift_tokens,
                           attention_mask=attention_mask, route_per_token=self.cfg.route_loss == "per_token",

@@ -22,11 +22,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attach import Attachment
+from ..backbone import logits_at
 from ..io import read_json, replace_dir, write_json
 from ..saving import save_circuit
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .losses import ce_labels, response_ce
+from .losses import ce_labels, prediction_mask, response_ce
 from .module import CircuitTrainModule
 from .schedule import make_scheduler
 from .tracker import MetricsLogger
@@ -232,13 +233,13 @@ class Trainer:
             total, count = 0.0, 0
             for batch in batches:
                 batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
-                with self.accelerator.autocast():
-                    logits = module.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                             use_cache=False).logits
                 labels = ce_labels(batch["labels"], batch.get("ce_rows"))  # answers that are learnt
                 n = int((labels[:, 1:] != -100).sum())
                 if n == 0:
                     continue
+                with self.accelerator.autocast():  # the LM head at the answer-predicting positions only
+                    logits = logits_at(module.backbone, batch["input_ids"], batch["attention_mask"],
+                                       prediction_mask(labels))
                 total += float(response_ce(logits, labels)) * n
                 count += n
             out[objective] = total / max(count, 1)
