@@ -21,10 +21,10 @@ def test_generated_token_count_equals_tokens_decoded():
     cfg = ProfileConfig(**{**SMALL, "new_tokens": 8, "repeats": 2})
     pad = 0
     ids, mask = synthetic_batch(128, 3, 8, {pad}, seed=11)
-    free = decode(model, ids, mask, 8, eos=[], pad_id=pad).tokens
+    free = decode(model, ids, mask, 8, eos=[]).tokens
     stop = free[0][2]
     ids, mask = synthetic_batch(128, 3, 8, {pad, stop}, seed=11)
-    expected = decode(model, ids, mask, 8, eos=[stop], pad_id=pad).token_counts
+    expected = decode(model, ids, mask, 8, eos=[stop]).token_counts
     setup = VariantSetup(model, "base", cfg)
     cfg.seed = 11 - 3 * 7919 - 8  # profile_inference seeds its batch with seed + batch*7919 + length
     row = profile_inference(model, setup, 3, 8, cfg, [stop], pad)

@@ -190,3 +190,51 @@ def test_branched_variant_uses_branched_decoding(tiny, smol_tokenizer):
         ref = branched_generate(tiny, smol_tokenizer, texts, attachment, max_new_tokens=4)
     assert [r["output"] for r in rows] == ref.texts
     assert [r["n_new_tokens"] for r in rows] == ref.token_counts
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_loop_writes_what_hf_generate_writes(smollm2):
+    """The greedy loop drops each row at its EOS; Hugging Face `generate` on the same left-padded batch is the
+    reference, token for token, with rows that end early among rows that run to the limit."""
+    from negotiax.generation.branched import encode_prompts
+
+    model, tokenizer = smollm2
+    prompts = ["What is 2+2? Answer with one number.", "Say hello in French.", "Name a colour.",
+               "Write a long story about a dragon who learns to cook.", "How do I pick a lock?"]
+    n = 24
+    rows = generate(model, tokenizer, examples(prompts), GenerationConfig(max_new_tokens=n, batch_size=5,
+                                                                          sort_by_length=False))
+    texts = [format_prompt(tokenizer, p) for p in prompts]
+    ids, mask = encode_prompts(tokenizer, texts, "cpu")
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)
+    eos = model.generation_config.eos_token_id
+    for row, ref in zip(rows, out[:, ids.shape[1]:].tolist()):
+        end = ref.index(eos) + 1 if eos in ref else n
+        assert row["n_new_tokens"] == end
+        assert row["output"] == tokenizer.decode(ref[:end], skip_special_tokens=True)
+    ended = [r["n_new_tokens"] for r in rows if r["finish_reason"] == "eos"]
+    assert ended and min(ended) < n and any(r["finish_reason"] == "length" for r in rows)
+
+
+def test_generation_config_that_asks_for_more_than_greedy_is_honoured(tiny, smol_tokenizer):
+    """A logits processor in the model's generation config (here: a suppressed token; or a repetition penalty),
+    sampling, or stop strings go through `generate`, so they are applied, never skipped by the greedy loop."""
+    assert G.greedy_loop_applies(tiny, GenerationConfig())
+    assert not G.greedy_loop_applies(tiny, GenerationConfig(do_sample=True))
+    assert not G.greedy_loop_applies(tiny, GenerationConfig(stop=["\n"]))
+    plain = greedy_ids(tiny, smol_tokenizer, PROMPTS[0], 8)
+    tiny.generation_config.suppress_tokens = [plain[0]]
+    try:
+        assert not G.greedy_loop_applies(tiny, GenerationConfig())
+        rows = generate(tiny, smol_tokenizer, examples(PROMPTS[:1]), GenerationConfig(max_new_tokens=8))
+        ids = smol_tokenizer(format_prompt(smol_tokenizer, PROMPTS[0]), return_tensors="pt",
+                             add_special_tokens=False).input_ids
+        ref = tiny.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                            pad_token_id=0)[0, ids.shape[1]:].tolist()
+    finally:
+        tiny.generation_config.suppress_tokens = None
+    assert G.greedy_loop_applies(tiny, GenerationConfig())
+    assert ref[0] != plain[0]  # the suppressed token changed the answer
+    end = ref.index(2) if 2 in ref else len(ref)
+    assert rows[0]["output"] == smol_tokenizer.decode(ref[:end], skip_special_tokens=True)

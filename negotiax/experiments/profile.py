@@ -181,10 +181,10 @@ class VariantSetup:
 
 
 def run_request(model: nn.Module, setup: VariantSetup, ids: torch.Tensor, mask: torch.Tensor, cfg: ProfileConfig,
-                eos: list[int], pad: int) -> DecodeResult:
+                eos: list[int]) -> DecodeResult:
     weights = torch.full((setup.n_branches,), 1.0 / setup.n_branches)
     with setup.attachment.branched() if setup.n_branches > 1 else contextlib.nullcontext():
-        return decode(model, ids, mask, cfg.new_tokens, eos=eos, pad_id=pad, n_branches=setup.n_branches,
+        return decode(model, ids, mask, cfg.new_tokens, eos=eos, n_branches=setup.n_branches,
                       weights=weights)
 
 
@@ -196,13 +196,13 @@ def profile_inference(model: nn.Module, setup: VariantSetup, batch: int, length:
     ids, mask = synthetic_batch(vocab, batch, length, set(eos) | {pad}, cfg.seed + batch * 7919 + length)
     ids, mask = ids.to(device), mask.to(device)
     for _ in range(cfg.warmup):
-        run_request(model, setup, ids, mask, cfg, eos, pad)
+        run_request(model, setup, ids, mask, cfg, eos)
     results: list[DecodeResult] = []
     latencies: list[float] = []
     with PeakMemory(device) as mem:
         for _ in range(cfg.repeats):
             start = time.perf_counter()
-            results.append(run_request(model, setup, ids, mask, cfg, eos, pad))
+            results.append(run_request(model, setup, ids, mask, cfg, eos))
             latencies.append(time.perf_counter() - start)
     prompt_tokens = int(mask.sum()) * cfg.repeats
     generated = sum(sum(r.token_counts) for r in results)

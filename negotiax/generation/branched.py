@@ -97,10 +97,15 @@ def _sync(device: torch.device) -> None:
 
 @torch.no_grad()
 def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-           eos: Sequence[int] = (), pad_id: int = 0, n_branches: int = 1, weights: torch.Tensor | None = None,
+           eos: Sequence[int] = (), n_branches: int = 1, weights: torch.Tensor | None = None,
            do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None,
            ) -> DecodeResult:
-    """Left-padded prompts (B, S) -> new tokens per row, with a KV cache; branches stacked N times."""
+    """Left-padded prompts (B, S) -> new tokens per row, with a KV cache; branches stacked N times.
+
+    A row that ends (an EOS) leaves the batch at once: its KV cache rows, mask and position go, so later steps
+    compute only the rows still decoding (Hugging Face `generate` keeps padding finished rows to the end). With
+    many short answers, such as refusals, most of a batch's steps get cheaper; the tokens are the same.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens}: must be at least 1")
     if do_sample and temperature <= 0:
@@ -111,7 +116,7 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
     mask = attention_mask.repeat(n_branches, 1)
     w = None if weights is None else weights.to(device=device, dtype=torch.float32).view(n_branches, 1, 1)
     eos_t = torch.tensor(list(eos), device=device, dtype=torch.long)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    alive = torch.arange(batch, device=device)  # the rows still decoding, in the batch's order
     out: list[list[int]] = [[] for _ in range(batch)]
     result = DecodeResult(tokens=out)
     past, step_in, pos = None, ids, _positions(mask)
@@ -123,18 +128,22 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
         outputs = model(input_ids=step_in, attention_mask=mask, position_ids=pos, cache=past, use_cache=True,
                         logits_to_keep=1)
         logits, past = outputs.logits[:, -1].float(), outputs.cache
-        logp = torch.log_softmax(logits, dim=-1).view(n_branches, batch, -1)
+        logp = torch.log_softmax(logits, dim=-1).view(n_branches, len(alive), -1)
         combined = logp[0] if n_branches == 1 else (logp * (w if w is not None else 1.0 / n_branches)).sum(0)
         if do_sample:
             probs = torch.softmax(combined / temperature, dim=-1)
             nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
         else:
             nxt = combined.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        for i in (~done).nonzero().flatten().tolist():
-            out[i].append(int(nxt[i]))
-        if eos_t.numel():
-            done = done | torch.isin(nxt, eos_t)
+        for row, token in zip(alive.tolist(), nxt.tolist()):
+            out[row].append(token)
+        ended = torch.isin(nxt, eos_t) if eos_t.numel() else torch.zeros_like(nxt, dtype=torch.bool)
+        last = bool(ended.all()) or step == max_new_tokens - 1
+        if not last and bool(ended.any()):  # the ended rows leave the batch, in every branch
+            keep = (~ended).nonzero().flatten()
+            rows = (torch.arange(n_branches, device=device)[:, None] * len(alive) + keep).flatten()
+            past.batch_select_indices(rows)
+            mask, alive, nxt = mask[rows], alive[keep], nxt[keep]
         _sync(device)
         elapsed = time.perf_counter() - start
         if step == 0:
@@ -142,7 +151,7 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
         else:
             result.decode_s += elapsed
             result.step_s.append(elapsed)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if last:
             break
         step_in = nxt.repeat(n_branches).unsqueeze(-1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
@@ -186,7 +195,7 @@ def branched_generate(model: nn.Module, tokenizer, prompts: Sequence[str], attac
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
     with attachment.branched():
-        result = decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer), pad_id=_pad_id(tokenizer),
+        result = decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer),
                         n_branches=n, weights=w, do_sample=do_sample, temperature=temperature, generator=generator)
     texts = tokenizer.batch_decode(result.tokens, skip_special_tokens=True)
     return BranchedOutput(texts, result.token_counts, w.tolist(), result)
@@ -196,7 +205,7 @@ def greedy_generate(model: nn.Module, tokenizer, prompts: Sequence[str], max_new
     """Plain greedy decoding through the same loop (whatever circuit is attached applies as usual)."""
     device = next(model.parameters()).device
     ids, mask = encode_prompts(tokenizer, prompts, device)
-    return decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer), pad_id=_pad_id(tokenizer))
+    return decode(model, ids, mask, max_new_tokens, eos=eos_ids(model, tokenizer))
 
 
 class BranchedLM(nn.Module):
